@@ -1,0 +1,1 @@
+"""Pipeline stages: pure functions from input shards to output shards (no Prefect in here)."""

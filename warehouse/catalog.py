@@ -1,0 +1,117 @@
+"""DuckDB views over the warehouse, and the read-only SQL connection used for inspection.
+
+Views (for every table in `warehouse.schemas.TABLES`):
+    <table>       the current version(s), with a `fingerprint` column
+    <table>_all   every version side by side, with a `fingerprint` column
+Manifest tables (`runs`, `stage_runs`) have a single view each.
+
+DuckDB lets one read-write process lock a database file, which would block readers while a
+stage runs. So the inspection connection is always a fresh in-memory database whose views are
+built from the files on disk; `catalog.duckdb` is rebuilt into a temp file and renamed, so a
+user's own `duckdb -readonly catalog.duckdb` never meets a writer either.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import duckdb
+
+from warehouse.schemas import TABLES
+from warehouse.store import PART_GLOB, Warehouse
+
+# Statement types an inspection query may contain; everything else (DDL, COPY, ATTACH,
+# SET, INSTALL/LOAD, PRAGMA, CALL, ...) is refused before it reaches the engine.
+READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
+
+
+class ReadOnlyViolation(ValueError):
+    pass
+
+
+def _q(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _version_select(wh: Warehouse, table: str, fp: str) -> str:
+    glob = wh.version_dir(table, fp) / PART_GLOB
+    return f"SELECT *, '{fp}' AS fingerprint FROM read_parquet({_q(glob)}, union_by_name=true)"
+
+
+def _union(wh: Warehouse, table: str, fps: list[str]) -> str:
+    if not fps:
+        return f"SELECT *, NULL::VARCHAR AS fingerprint FROM read_parquet({_q(wh.empty_file(table))})"
+    return "\nUNION ALL BY NAME\n".join(_version_select(wh, table, fp) for fp in fps)
+
+
+def view_statements(wh: Warehouse) -> list[str]:
+    stmts = []
+    for name, spec in TABLES.items():
+        if spec.manifest:
+            files = list(wh.manifest_dir(name).glob("*.parquet"))
+            src = wh.manifest_dir(name) / "*.parquet" if files else wh.empty_file(name)
+            stmts.append(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_q(src)}, union_by_name=true)")
+            continue
+        current = [fp for fp in wh.current_fingerprints(name) if fp in wh.versions(name)]
+        stmts.append(f"CREATE OR REPLACE VIEW {name} AS {_union(wh, name, current)}")
+        stmts.append(f"CREATE OR REPLACE VIEW {name}_all AS {_union(wh, name, wh.versions(name))}")
+    return stmts
+
+
+def connect(wh: Warehouse) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with every view, locked down to reading the warehouse."""
+    con = duckdb.connect(":memory:")
+    for stmt in view_statements(wh):
+        con.execute(stmt)
+    con.execute(f"SET allowed_directories=[{_q(wh.root)}]")
+    con.execute("SET enable_external_access=false")
+    con.execute("SET lock_configuration=true")
+    return con
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ReadOnlyViolation(f"could not parse query: {exc}") from exc
+    if not statements:
+        raise ReadOnlyViolation("empty query")
+    for st in statements:
+        kind = st.type.name
+        if kind not in READ_ONLY_TYPES:
+            raise ReadOnlyViolation(
+                f"{kind} statements are not allowed: `webinstruct sql` is read-only "
+                "(SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"
+            )
+
+
+def query(wh: Warehouse, sql: str):
+    """Run a read-only query and return a polars DataFrame of the last statement's result."""
+    con = connect(wh)
+    try:
+        check_read_only(con, sql)
+        statements = con.extract_statements(sql)
+        for st in statements[:-1]:
+            con.execute(st)
+        return con.sql(statements[-1].query).pl()
+    finally:
+        con.close()
+
+
+def write_catalog(wh: Warehouse) -> Path:
+    """Rebuild `catalog.duckdb` (views only) beside the data, atomically."""
+    target = wh.root / "catalog.duckdb"
+    tmp = wh.root / f".tmp-{uuid.uuid4().hex}-catalog.duckdb"
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            for stmt in view_statements(wh):
+                con.execute(stmt)
+        finally:
+            con.close()
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(str(tmp) + ".wal").unlink(missing_ok=True)
+    return target

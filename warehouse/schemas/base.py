@@ -1,0 +1,27 @@
+"""The shape of a table declaration."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    doc: str
+    schema: dict[str, pl.DataType]
+    key: tuple[str, ...] = ()
+    # Manifest tables live under _manifest/<name>/ and are not fingerprinted.
+    manifest: bool = False
+    columns_doc: dict[str, str] = field(default_factory=dict)
+
+    def empty(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.schema)
+
+    def conform(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Select the declared columns in order and cast them; a missing column is an error."""
+        missing = [c for c in self.schema if c not in df.columns]
+        if missing:
+            raise ValueError(f"table {self.name!r}: rows are missing columns {missing}")
+        return df.select([pl.col(c).cast(t, strict=True) for c, t in self.schema.items()])

@@ -1,0 +1,211 @@
+"""The warehouse: a directory of fingerprinted, immutable Parquet shards plus a small manifest.
+
+Layout under the data directory:
+
+    <table>/<fingerprint>/part-<shard>.parquet   table rows, one version per fingerprint
+    _manifest/<runs|stage_runs>/<id>.parquet      who wrote what, when, with which settings
+    _models/<fingerprint>/...                     side files of a version (e.g. fastText models)
+    _empty/<table>.parquet                        zero-row files giving each table its schema in SQL
+    catalog.duckdb                                DuckDB views over all of the above
+
+Every file is written to a hidden temp name in the same folder and renamed into place, so a
+reader (or a crash) never sees a half-written shard. Shards are never modified once written.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import polars as pl
+
+from warehouse.schemas import TABLES, TableSpec
+
+DEFAULT_DATA_DIR = "webinstruct-data"
+PART_GLOB = "part-*.parquet"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    chosen = data_dir or os.environ.get("WEBINSTRUCT_DATA") or DEFAULT_DATA_DIR
+    return Path(chosen).expanduser().resolve()
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(prefix: str = "") -> str:
+    """Time-sortable unique id: 20261125T071500-3fa2c1."""
+    return f"{prefix}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
+    try:
+        df.write_parquet(tmp, compression="zstd", statistics=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+class Warehouse:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = resolve_data_dir(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # ---- paths -------------------------------------------------------------
+    @staticmethod
+    def spec(table: str) -> TableSpec:
+        try:
+            return TABLES[table]
+        except KeyError:
+            raise KeyError(f"unknown table {table!r}; known: {sorted(TABLES)}") from None
+
+    def version_dir(self, table: str, fingerprint: str) -> Path:
+        self.spec(table)
+        return self.root / table / fingerprint
+
+    def shard_path(self, table: str, fingerprint: str, shard: str) -> Path:
+        return self.version_dir(table, fingerprint) / f"part-{shard}.parquet"
+
+    def side_dir(self, kind: str, fingerprint: str) -> Path:
+        """A folder for non-tabular files of a version (models, reports)."""
+        d = self.root / f"_{kind}" / fingerprint
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def manifest_dir(self, table: str) -> Path:
+        return self.root / "_manifest" / table
+
+    def empty_file(self, table: str) -> Path:
+        """A zero-row Parquet file with the table's schema, so views exist before any data."""
+        path = self.root / "_empty" / f"{table}.parquet"
+        if not path.exists():
+            write_parquet_atomic(self.spec(table).empty(), path)
+        return path
+
+    # ---- shards ------------------------------------------------------------
+    def has_shard(self, table: str, fingerprint: str, shard: str) -> bool:
+        return self.shard_path(table, fingerprint, shard).exists()
+
+    def write_shard(self, table: str, fingerprint: str, shard: str, rows: pl.DataFrame) -> Path:
+        """Conform rows to the table's schema and publish them as one immutable shard."""
+        df = self.spec(table).conform(rows)
+        return write_parquet_atomic(df, self.shard_path(table, fingerprint, shard))
+
+    def shard_ids(self, table: str, fingerprint: str) -> list[str]:
+        d = self.version_dir(table, fingerprint)
+        return sorted(p.name[len("part-") : -len(".parquet")] for p in d.glob(PART_GLOB))
+
+    def read_shard(self, table: str, fingerprint: str, shard: str) -> pl.DataFrame:
+        return pl.read_parquet(self.shard_path(table, fingerprint, shard))
+
+    def scan(self, table: str, fingerprint: str | None = None) -> pl.LazyFrame:
+        """Rows of one version (default: the current versions), with a `fingerprint` column."""
+        fps = [fingerprint] if fingerprint else self.current_fingerprints(table)
+        frames = [
+            pl.scan_parquet(self.version_dir(table, fp) / PART_GLOB).with_columns(
+                pl.lit(fp).alias("fingerprint")
+            )
+            for fp in fps
+            if any(self.version_dir(table, fp).glob(PART_GLOB))
+        ]
+        if not frames:
+            return self.spec(table).empty().lazy().with_columns(pl.lit(None, pl.String).alias("fingerprint"))
+        return pl.concat(frames, how="diagonal_relaxed")
+
+    def versions(self, table: str) -> list[str]:
+        d = self.root / table
+        if not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if p.is_dir() and any(p.glob(PART_GLOB)))
+
+    # ---- manifest ----------------------------------------------------------
+    def write_manifest_row(self, table: str, row_id: str, row: dict[str, Any]) -> None:
+        spec = self.spec(table)
+        df = spec.conform(pl.DataFrame([row], schema=spec.schema))
+        write_parquet_atomic(df, self.manifest_dir(table) / f"{row_id}.parquet")
+
+    def manifest(self, table: str) -> pl.DataFrame:
+        files = sorted(self.manifest_dir(table).glob("*.parquet"))
+        if not files:
+            return self.spec(table).empty()
+        return pl.read_parquet(files)
+
+    def current_fingerprints(self, table: str) -> list[str]:
+        """The versions written by the newest finished run that wrote `table`.
+
+        A run can write several versions of one table on purpose (two refiner models, two
+        recall rounds); all of them are current. Before any run finished, every version is.
+        """
+        runs = self.manifest("stage_runs").explode("outputs").filter(
+            (pl.col("outputs") == table) & (pl.col("status") == "done")
+        )
+        existing = set(self.versions(table))
+        runs = runs.filter(pl.col("fingerprint").is_in(list(existing)))
+        if runs.is_empty():
+            return sorted(existing)
+        latest_run = runs.sort("finished_at").get_column("run_id")[-1]
+        return sorted(set(runs.filter(pl.col("run_id") == latest_run).get_column("fingerprint")))
+
+    def begin_run(self, flow: str, params: dict[str, Any], run_id: str | None = None) -> str:
+        run_id = run_id or new_id()
+        self.write_manifest_row(
+            "runs",
+            run_id,
+            dict(run_id=run_id, flow=flow, params=json.dumps(params, default=str, sort_keys=True),
+                 started_at=now_utc(), finished_at=None, status="running", error=None),
+        )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str = "done", error: str | None = None) -> None:
+        row = self.manifest("runs").filter(pl.col("run_id") == run_id).to_dicts()
+        if not row:
+            raise KeyError(f"unknown run {run_id}")
+        self.write_manifest_row("runs", run_id, {**row[0], "finished_at": now_utc(), "status": status, "error": error})
+
+    @contextmanager
+    def stage_run(self, *, run_id: str, stage: str, fingerprint: str, outputs: list[str],
+                  params: dict[str, Any], upstream: list[str], code_version: str) -> Iterator["StageRun"]:
+        """Record a stage execution; marks it failed (with the error) if the body raises."""
+        sr = StageRun(self, dict(
+            stage_run_id=new_id(f"{stage}-"), run_id=run_id, stage=stage, fingerprint=fingerprint,
+            outputs=outputs, params=json.dumps(params, default=str, sort_keys=True), upstream=upstream,
+            code_version=code_version, started_at=now_utc(), finished_at=None, status="running",
+            shards_total=0, shards_done=0, shards_skipped=0, rows_in=0, rows_out=0, error=None,
+        ))
+        sr.save()
+        try:
+            yield sr
+        except BaseException as exc:
+            sr.row.update(status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=now_utc())
+            sr.save()
+            raise
+        sr.row.update(status="done", finished_at=now_utc())
+        sr.save()
+
+
+@dataclass
+class StageRun:
+    wh: Warehouse
+    row: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.row["fingerprint"]
+
+    def add(self, **counters: int) -> None:
+        for k, v in counters.items():
+            self.row[k] = (self.row.get(k) or 0) + int(v)
+
+    def save(self) -> None:
+        self.wh.write_manifest_row("stage_runs", self.row["stage_run_id"], self.row)
