@@ -1,0 +1,2 @@
+"""Shared fixtures. Area-specific fixtures live in tests/fixtures/<area>.py."""
+pytest_plugins = ["tests.fixtures.core", "tests.fixtures.llm"]

@@ -1,0 +1,1 @@
+"""One module per stage group; each defines `register(app)` adding its typer commands."""
