@@ -48,11 +48,9 @@ def expand_inputs(paths: list[str]) -> list[str]:
     for p in paths:
         if "://" in p and not p.startswith("file://"):
             fs, _, matches = fsspec.get_fs_token_paths(p)
-            expanded = [m for m in matches if not fs.isdir(m)] or [
-                m for m in fs.find(matches[0]) if m.endswith(WARC_SUFFIXES)
-            ] if matches else []
-            proto = p.split("://", 1)[0]
-            found += [m if "://" in m else f"{proto}://{m}" for m in expanded]
+            for m in matches:
+                files = [f for f in fs.find(m) if f.endswith(WARC_SUFFIXES)] if fs.isdir(m) else [m]
+                found += [fs.unstrip_protocol(f) for f in sorted(files)]
             continue
         local = p.removeprefix("file://")
         if os.path.isdir(local):

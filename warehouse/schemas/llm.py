@@ -13,17 +13,21 @@ LLM_CALLS = TableSpec(
         "call_id": pl.String,
         "stage": pl.String,
         "fingerprint": pl.String,
-        "request_key": pl.String,
+        "shard": pl.String,  # the stage's shard id (a rerun of a finished shard gets "<shard>.r<n>")
+        "request_key": pl.String,  # hash of (model, messages, sampling params, response schema) = cache key
         "item_id": pl.String,
         "model": pl.String,
         "base_url": pl.String,
         "prompt_tokens": pl.Int64,
         "completion_tokens": pl.Int64,
         "latency_s": pl.Float64,
-        "attempts": pl.Int32,
+        "attempts": pl.Int32,  # HTTP requests sent, retries and the repair request included
         "cached": pl.Boolean,
-        "status": pl.String,  # ok | http_error | timeout | parse_error | ...
+        "repaired": pl.Boolean,  # the first reply did not validate; a repair request fixed it
+        "status": pl.String,  # ok | parse_error | http_error | timeout | connection_error | bad_response
+        "finish_reason": pl.String,
         "error": pl.String,
+        "raw": pl.String,  # the completion text, kept only when status != ok
         "created_at": TS,
     },
 )

@@ -1,0 +1,377 @@
+"""The LLM layer every LLM stage uses: one OpenAI-compatible client for one or many servers.
+
+`LLMClient.run(requests, stage=, fingerprint=, shard=)` sends a shard's requests with bounded
+concurrency, spread over the replicas by fewest requests in flight; retries 429/5xx/timeouts/
+dropped connections with exponential backoff and jitter (honouring Retry-After); asks for
+structured output (`response_format` json_schema) and validates it with pydantic; serves
+repeated requests from a response cache; journals finished requests so a killed shard resumes;
+and logs one `llm_calls` row per request. A per-request failure is a result with a reason,
+never an exception.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import random
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import openai
+import polars as pl
+import pydantic
+
+from tasks.llm_cache import ResponseCache, ShardJournal
+from warehouse import Warehouse, content_hash, now_utc
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8088/v1"
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+RETRYABLE_STATUS = {408, 409, 425, 429}  # and every 5xx
+TRANSIENT = {"http_error", "timeout", "connection_error", "bad_response"}
+REPAIR_PROMPT = ("Your reply above is not valid: {error}. Reply again with only one JSON object "
+                 "that matches the requested schema, and nothing else.")
+
+
+class LLMSettings(pydantic.BaseModel):
+    """Where the LLM is and how to talk to it (a form in the Prefect UI)."""
+
+    base_urls: list[str] = [DEFAULT_BASE_URL]
+    model: str = DEFAULT_MODEL
+    api_key: str = "local"
+    max_concurrency: int = pydantic.Field(4, ge=1)
+    timeout_s: float = pydantic.Field(120.0, gt=0)
+    max_retries: int = pydantic.Field(5, ge=0)
+    repair_retry: bool = True
+    max_tokens: int = pydantic.Field(768, ge=1)
+    temperature: float = 0.0
+    backoff_base_s: float = pydantic.Field(0.5, ge=0)  # first retry waits ~this, doubling each time
+    backoff_max_s: float = pydantic.Field(30.0, ge=0)
+    retry_after_max_s: float = pydantic.Field(120.0, ge=0)  # cap on a server's Retry-After
+    use_cache: bool = True
+
+
+@dataclass
+class LLMRequest:
+    item_id: str
+    messages: list[dict[str, str]]
+    response_model: type[pydantic.BaseModel]
+    max_tokens: int | None = None
+
+
+@dataclass
+class LLMResult:
+    item_id: str
+    status: str
+    parsed: pydantic.BaseModel | None
+    raw: str | None
+    error: str | None
+    cached: bool = False
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class ServerUnavailable(RuntimeError):
+    pass
+
+
+def unavailable_message(problems: list[str]) -> str:
+    return ("No usable LLM server: " + "; ".join(problems) + ". Start one with `webinstruct serve` "
+            "(embedded SmolLM2 on CPU) or `webinstruct serve --engine vllm --model MODEL`, or point the "
+            "stage at a running OpenAI-compatible server with --base-url URL (and --model NAME).")
+
+
+def check_servers(settings: LLMSettings, timeout_s: float = 5.0) -> None:
+    problems = []
+    for url in settings.base_urls:
+        try:
+            r = httpx.get(url.rstrip("/") + "/models", timeout=timeout_s,
+                          headers={"Authorization": f"Bearer {settings.api_key}"})
+            r.raise_for_status()
+            served = [m.get("id") for m in r.json().get("data", [])]
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            problems.append(f"{url} does not answer ({type(exc).__name__}: {exc})")
+            continue
+        if served and settings.model not in served:
+            problems.append(f"{url} serves {served}, not {settings.model!r}")
+    if problems:
+        raise ServerUnavailable(unavailable_message(problems))
+
+
+# ---- pure helpers ----------------------------------------------------------------------------
+def response_format(model: type[pydantic.BaseModel]) -> dict[str, Any]:
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", model.__name__)[:64]
+    return {"type": "json_schema",
+            "json_schema": {"name": name, "schema": model.model_json_schema(), "strict": True}}
+
+
+def request_key(settings: LLMSettings, req: LLMRequest) -> str:
+    """The cache key: everything that determines the reply (not which replica answers)."""
+    payload = json.dumps({
+        "model": settings.model, "messages": req.messages, "temperature": settings.temperature,
+        "max_tokens": req.max_tokens or settings.max_tokens,
+        "schema": response_format(req.response_model)["json_schema"],
+    }, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
+
+
+def parse_reply(model: type[pydantic.BaseModel], raw: str | None,
+                finish_reason: str | None) -> tuple[pydantic.BaseModel | None, str | None]:
+    """Validate a completion; servers without constrained decoding may wrap JSON in fences."""
+    if not raw or not raw.strip():
+        return None, "empty completion"
+    candidates = [raw]
+    if m := _FENCE.match(raw):
+        candidates.append(m.group(1))
+    if (a := raw.find("{")) >= 0 and (b := raw.rfind("}")) > a:
+        candidates.append(raw[a:b + 1])
+    first_error = None
+    for text in candidates:
+        try:
+            return model.model_validate_json(text), None
+        except pydantic.ValidationError as exc:
+            first_error = first_error or exc
+    errs = first_error.errors(include_url=False, include_input=False)  # type: ignore[union-attr]
+    detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in errs[:3])
+    prefix = "truncated at max_tokens; " if finish_reason == "length" else ""
+    kind = "invalid JSON" if any(e["type"] == "json_invalid" for e in errs) else "wrong shape"
+    return None, f"{prefix}{kind}: {detail}"[:500]
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    value = response.headers.get("retry-after") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def _run_sync(coro):
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(1) as pool:  # called from async code (notebook, async flow): own loop
+        return pool.submit(asyncio.run, coro).result()
+
+
+@dataclass
+class _Reply:
+    status: str
+    raw: str | None = None
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 0
+    base_url: str | None = None
+    finish_reason: str | None = None
+
+
+class _Replica:
+    def __init__(self, url: str, settings: LLMSettings):
+        self.url = url
+        self.inflight = 0
+        self.down_until = 0.0  # after a connection failure, prefer other replicas for a moment
+        limits = httpx.Limits(max_connections=settings.max_concurrency,
+                              max_keepalive_connections=settings.max_concurrency)
+        self.client = openai.AsyncOpenAI(
+            base_url=url, api_key=settings.api_key, timeout=settings.timeout_s, max_retries=0,
+            http_client=httpx.AsyncClient(limits=limits, timeout=settings.timeout_s))
+
+
+# ---- the client ------------------------------------------------------------------------------
+class LLMClient:
+    def __init__(self, settings: LLMSettings, wh: Warehouse):
+        self.settings = settings
+        self.wh = wh
+        self.cache_path = wh.root / "_cache" / "llm" / "responses.sqlite"
+        self.journal_root = wh.root / "_cache" / "llm_journal"
+        self.network_calls = 0  # HTTP requests sent by this client (tests and benches read it)
+
+    def check_server(self, timeout_s: float = 5.0) -> None:
+        """Every base URL must answer /models and serve settings.model; else ServerUnavailable."""
+        check_servers(self.settings, timeout_s)
+
+    def run(self, requests: list[LLMRequest], *, stage: str, fingerprint: str, shard: str) -> list[LLMResult]:
+        """Results in request order; one llm_calls row per request, published at the end of the shard."""
+        if not requests:
+            return []
+        target = self._target_shard(fingerprint, f"{stage}-{shard}")
+        journal = ShardJournal(self.journal_root / fingerprint / f"{target}.jsonl")
+        keys = [request_key(self.settings, r) for r in requests]
+        slots = [f"{i}:{k}" for i, k in enumerate(keys)]  # a changed request list never reuses an entry
+        results: list[LLMResult | None] = [None] * len(requests)
+        rows: list[dict | None] = [None] * len(requests)
+        meta = dict(stage=stage, fingerprint=fingerprint, shard=target)
+
+        for i, entry in ((i, e) for i, e in enumerate(map(journal.load().get, slots)) if e):
+            results[i], rows[i] = self._restore(requests[i], entry)
+
+        cache = ResponseCache(self.cache_path)
+        try:
+            def finish(i: int, reply: _Reply, cached: bool, repaired: bool, parsed, latency: float) -> None:
+                req = requests[i]
+                res = LLMResult(req.item_id, reply.status, parsed, reply.raw, reply.error, cached, reply.attempts)
+                row = self._row(meta, keys[i], req, reply, cached, repaired, latency)
+                if res.ok and not cached and self.settings.use_cache:
+                    cache.put(keys[i], self.settings.model, reply.raw, reply.prompt_tokens,
+                              reply.completion_tokens, reply.finish_reason)
+                journal.append({"slot": slots[i], "status": res.status, "raw": res.raw, "error": res.error,
+                                "attempts": res.attempts, "cached": cached, "row": row})
+                results[i], rows[i] = res, row
+
+            todo = []
+            for i, req in enumerate(requests):
+                if results[i] is not None:
+                    continue
+                hit = cache.get(keys[i]) if self.settings.use_cache else None
+                parsed = parse_reply(req.response_model, hit["raw"], None)[0] if hit else None
+                if parsed is not None:
+                    finish(i, _Reply("ok", hit["raw"], None, hit["prompt_tokens"], hit["completion_tokens"],
+                                     0, None, hit["finish_reason"]), True, False, parsed, 0.0)
+                else:
+                    todo.append(i)
+            if todo:
+                _run_sync(self._send_all(requests, todo, finish))
+        finally:
+            cache.close()
+            journal.close()
+
+        df = pl.DataFrame(rows, schema=self.wh.spec("llm_calls").schema)
+        self.wh.write_shard("llm_calls", fingerprint, target, df)
+        journal.remove()
+        return results  # type: ignore[return-value]
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _target_shard(self, fingerprint: str, base: str) -> str:
+        """A finished shard's rows are never overwritten: a rerun logs its calls beside them."""
+        name, n = base, 0
+        while self.wh.has_shard("llm_calls", fingerprint, name):
+            n += 1
+            name = f"{base}.r{n}"
+        # journals of shards already published are leftovers of a crash just after publishing
+        for old in (self.journal_root / fingerprint).glob(f"{base}*.jsonl"):
+            if old.stem != name and self.wh.has_shard("llm_calls", fingerprint, old.stem):
+                old.unlink(missing_ok=True)
+        return name
+
+    def _restore(self, req: LLMRequest, entry: dict) -> tuple[LLMResult, dict]:
+        parsed = parse_reply(req.response_model, entry["raw"], None)[0] if entry["status"] == "ok" else None
+        row = dict(entry["row"])
+        row["created_at"] = datetime.fromisoformat(row["created_at"])
+        return LLMResult(req.item_id, entry["status"], parsed, entry["raw"], entry["error"],
+                         entry["cached"], entry["attempts"]), row
+
+    def _row(self, meta: dict, key: str, req: LLMRequest, reply: _Reply, cached: bool, repaired: bool,
+             latency: float) -> dict:
+        return dict(
+            call_id=content_hash(f"{meta['fingerprint']}|{meta['shard']}|{key}|{req.item_id}|{time.time_ns()}"),
+            **meta, request_key=key, item_id=req.item_id, model=self.settings.model, base_url=reply.base_url,
+            prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+            latency_s=round(latency, 6), attempts=reply.attempts, cached=cached, repaired=repaired,
+            status=reply.status, finish_reason=reply.finish_reason, error=reply.error,
+            raw=None if reply.status == "ok" else reply.raw, created_at=now_utc(),
+        )
+
+    async def _send_all(self, requests: list[LLMRequest], todo: list[int], finish) -> None:
+        replicas = [_Replica(u, self.settings) for u in self.settings.base_urls]
+        sem = asyncio.Semaphore(self.settings.max_concurrency)
+
+        async def one(i: int) -> None:
+            async with sem:
+                t0 = time.perf_counter()
+                reply, parsed, repaired = await self._ask(replicas, requests[i])
+                finish(i, reply, False, repaired, parsed, time.perf_counter() - t0)
+
+        try:
+            await asyncio.gather(*(one(i) for i in todo))
+        finally:
+            await asyncio.gather(*(r.client.close() for r in replicas), return_exceptions=True)
+
+    async def _ask(self, replicas: list[_Replica], req: LLMRequest) -> tuple[_Reply, Any, bool]:
+        """One request, plus at most one repair request when the reply does not validate."""
+        reply = await self._complete(replicas, req, req.messages)
+        if reply.status != "ok":
+            return reply, None, False
+        parsed, error = parse_reply(req.response_model, reply.raw, reply.finish_reason)
+        if parsed is not None:
+            return reply, parsed, False
+        if not self.settings.repair_retry:
+            return _with(reply, status="parse_error", error=error), None, False
+        repair = req.messages + [{"role": "assistant", "content": reply.raw or ""},
+                                 {"role": "user", "content": REPAIR_PROMPT.format(error=error)}]
+        second = await self._complete(replicas, req, repair)
+        total = dict(attempts=reply.attempts + second.attempts,
+                     prompt_tokens=reply.prompt_tokens + second.prompt_tokens,
+                     completion_tokens=reply.completion_tokens + second.completion_tokens)
+        if second.status != "ok":
+            return _with(reply, status="parse_error", error=f"{error}; repair request failed: {second.error}",
+                         **total), None, False
+        parsed2, error2 = parse_reply(req.response_model, second.raw, second.finish_reason)
+        if parsed2 is None:
+            return _with(second, status="parse_error", error=f"{error}; after repair: {error2}", **total), None, False
+        return _with(second, **total), parsed2, True
+
+    async def _complete(self, replicas: list[_Replica], req: LLMRequest, messages: list[dict]) -> _Reply:
+        """Send until a reply arrives, a non-retryable error, or the retries are spent."""
+        s = self.settings
+        attempt = 0
+        while True:
+            attempt += 1
+            now = time.monotonic()
+            rep = min(replicas, key=lambda r: (r.down_until > now, r.inflight))
+            rep.inflight += 1
+            self.network_calls += 1
+            retry_after = None
+            try:
+                resp = await rep.client.chat.completions.create(
+                    model=s.model, messages=messages, temperature=s.temperature,
+                    max_tokens=req.max_tokens or s.max_tokens, response_format=response_format(req.response_model))
+                choice = resp.choices[0]
+                usage = resp.usage
+                return _Reply("ok", choice.message.content, None, getattr(usage, "prompt_tokens", 0) or 0,
+                              getattr(usage, "completion_tokens", 0) or 0, attempt, rep.url, choice.finish_reason)
+            except openai.APIStatusError as exc:
+                code = exc.status_code
+                status, error = "http_error", f"HTTP {code}: {str(exc.message)[:300]}"
+                retryable = code >= 500 or code in RETRYABLE_STATUS
+                retry_after = _retry_after(exc.response)
+            except openai.APITimeoutError:
+                status, error, retryable = "timeout", f"no reply within {s.timeout_s}s", True
+            except openai.APIConnectionError as exc:
+                cause = exc.__cause__ or exc
+                status, error, retryable = "connection_error", f"{type(cause).__name__}: {cause}"[:300], True
+                rep.down_until = time.monotonic() + min(1.0, s.backoff_max_s)
+            except Exception as exc:  # noqa: BLE001 - a garbled 200 (bad JSON envelope, no choices)
+                status, error, retryable = "bad_response", f"{type(exc).__name__}: {exc}"[:300], True
+            finally:
+                rep.inflight -= 1
+            if not retryable or attempt > s.max_retries:
+                return _Reply(status, None, f"{error} (after {attempt} attempt{'s' * (attempt > 1)})",
+                              attempts=attempt, base_url=rep.url)
+            await asyncio.sleep(self._delay(attempt, retry_after))
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        s = self.settings
+        if retry_after is not None:  # the server said when; a little jitter spreads the herd
+            return min(retry_after, s.retry_after_max_s) + random.uniform(0, s.backoff_base_s / 4)
+        ceiling = min(s.backoff_max_s, s.backoff_base_s * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _with(reply: _Reply, **changes) -> _Reply:
+    return _Reply(**{**reply.__dict__, **changes})

@@ -1,0 +1,70 @@
+"""`webinstruct serve`: run an LLM server for the LLM stages (embedded llama.cpp, or vLLM)."""
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+
+
+def serve(
+    engine: Annotated[str, typer.Option(help="embedded (llama.cpp + SmolLM2, CPU) | vllm")] = "embedded",
+    model: Annotated[Optional[str], typer.Option(help="vllm: model path or hub id; embedded: a GGUF file")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (stages default to http://127.0.0.1:8088/v1)")] = 8088,
+    served_model_name: Annotated[Optional[str], typer.Option(help="Model name clients ask for")] = None,
+    parallel: Annotated[int, typer.Option(help="embedded: request slots (continuous batching)")] = 4,
+    ctx: Annotated[int, typer.Option(help="embedded: context tokens per slot")] = 4096,
+    threads: Annotated[int, typer.Option(help="embedded: CPU threads")] = 2,
+    tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs per replica")] = 1,
+    max_model_len: Annotated[Optional[int], typer.Option(help="vllm: max context length")] = None,
+    vllm_arg: Annotated[Optional[list[str]], typer.Option(help="vllm: extra argument, repeatable")] = None,
+) -> None:
+    """Serve an OpenAI-compatible LLM until Ctrl-C; stages use it (or any server, via --base-url)."""
+    from tasks.llm_client import DEFAULT_MODEL, ServerUnavailable
+    from webinstruct import llm_server
+
+    try:
+        if engine == "embedded":
+            server = llm_server.EmbeddedServer(port, host=host, n_parallel=parallel, n_ctx_per_slot=ctx,
+                                               threads=threads, model_path=model,
+                                               model_name=served_model_name or DEFAULT_MODEL)
+        elif engine == "vllm":
+            if not model:
+                console.print("[red]--model is required with --engine vllm[/]")
+                raise typer.Exit(2)
+            server = llm_server.VLLMServer(model, port=port, host=host, served_model_name=served_model_name,
+                                           tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
+                                           extra_args=vllm_arg or [])
+        else:
+            console.print(f"[red]unknown engine {engine!r}[/] (embedded, vllm)")
+            raise typer.Exit(2)
+        if engine == "vllm":
+            console.print(f"starting vLLM: {' '.join(server.command())}")
+        server.start()
+    except ServerUnavailable as exc:
+        console.print(f"[red]cannot serve:[/] {exc}")
+        raise typer.Exit(1)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        print(server.base_url, flush=True)  # stdout: scripts can read the URL
+        console.print(f"serving [bold]{server.settings.model}[/] ({engine}) at {server.base_url} - Ctrl-C stops it; "
+                      f"stages: --base-url {server.base_url} --model {server.settings.model}")
+        while not stop.wait(1.0):
+            if engine == "vllm" and (server.proc is None or server.proc.poll() is not None):
+                console.print("[red]vLLM exited[/]")
+                raise typer.Exit(1)
+    finally:
+        server.stop()
+    console.print("stopped")
