@@ -1,38 +1,62 @@
 """Flow `ingest`: crawl files -> `documents`, one Prefect task per input file (incremental)."""
 from __future__ import annotations
 
+import os
+
 from prefect import flow, task
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.futures import as_completed
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from flows.runtime import pipeline_run, progress
-from tasks.ingest import CODE_VERSION, STAGE, IngestParams, already_ingested, expand_inputs, ingest_file
+from tasks.ingest import (CODE_VERSION, STAGE, IngestParams, already_ingested, expand_inputs, file_size,
+                          ingest_file)
 from warehouse import Warehouse
 from warehouse.catalog import write_catalog
+
+# Below this much input, starting worker processes costs more than it saves.
+PROCESS_POOL_MIN_BYTES = 64 * 2**20
 
 
 @task(name="ingest-file", retries=1, retry_delay_seconds=2)
 def ingest_file_task(data_dir: str, path: str, params: IngestParams) -> dict:
-    row = ingest_file(Warehouse(data_dir), path, params, on_docs=lambda n: progress("documents", n))
-    progress("files", 1)
-    return row
+    return ingest_file(Warehouse(data_dir), path, params)
 
 
-@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def _runner(todo: list[str], workers: int | None):
+    """HTML parsing holds the GIL, so big inputs are spread over processes, not threads."""
+    if workers is None:
+        big = len(todo) > 1 and sum(file_size(p) for p in todo) >= PROCESS_POOL_MIN_BYTES
+        workers = min(os.cpu_count() or 1, len(todo)) if big else 1
+    return ProcessPoolTaskRunner(max_workers=workers) if workers > 1 else ThreadPoolTaskRunner(max_workers=1)
+
+
+@flow(name="ingest")
 def ingest_flow(paths: list[str], data_dir: str | None = None, shard_size: int = 2000,
-                run_id: str | None = None) -> dict:
-    """Ingest WARC/WET files (paths, folders, globs or fsspec URLs); files already done are skipped."""
+                workers: int | None = None, run_id: str | None = None) -> dict:
+    """Ingest WARC/WET files (paths, folders, globs or fsspec URLs); files already done are skipped.
+
+    `workers`: processes to spread files over (default: all cores for big inputs, else 1).
+    """
     wh = Warehouse(data_dir)
     params = IngestParams(shard_size=shard_size)
     fp = params.fingerprint()
     files = expand_inputs(paths)
     todo = [f for f in files if not already_ingested(wh, fp, f)]
     progress("files", 0, len(todo))
+    rows: list[dict] = []
     with pipeline_run(wh, "ingest", {"paths": paths}, run_id) as rid, wh.stage_run(
         run_id=rid, stage=STAGE, fingerprint=fp, outputs=["documents", "crawl_files"],
         params={"shard_size": shard_size, "min_chars": params.min_chars, "main_content": params.main_content},
         upstream=[], code_version=CODE_VERSION,
     ) as sr:
-        rows = [f.result() for f in ingest_file_task.map(str(wh.root), todo, params)] if todo else []
+        if todo:
+            with _runner(todo, workers) as runner:
+                futures = [runner.submit(ingest_file_task, {"data_dir": str(wh.root), "path": p, "params": params})
+                           for p in todo]
+                for done in as_completed(futures):
+                    rows.append(done.result())
+                    progress("files", 1)
+                    progress("documents", rows[-1]["docs_kept"])
         sr.add(shards_total=len(files), shards_done=len(todo), shards_skipped=len(files) - len(todo),
                rows_in=sum(r["records_read"] for r in rows), rows_out=sum(r["docs_kept"] for r in rows))
     write_catalog(wh)

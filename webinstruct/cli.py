@@ -49,13 +49,14 @@ def prefect_ready() -> Path:
 
 @app.command()
 def ingest(paths: Annotated[list[str], typer.Argument(help="WARC/WET files, folders, globs or fsspec URLs")],
-           shard_size: Annotated[int, typer.Option(help="Documents per shard")] = 2000) -> None:
+           shard_size: Annotated[int, typer.Option(help="Documents per shard")] = 2000,
+           workers: Annotated[Optional[int], typer.Option(help="Processes (default: all cores for big inputs)")] = None) -> None:
     """Ingest crawl files into `documents` (files already ingested are skipped)."""
     root = prefect_ready()
     from flows.ingest import ingest_flow
 
     with ui.progress_bars(console):
-        summary = ingest_flow(paths=paths, data_dir=str(root), shard_size=shard_size)
+        summary = ingest_flow(paths=paths, data_dir=str(root), shard_size=shard_size, workers=workers)
     ui.print_ingest_summary(console, summary)
 
 
