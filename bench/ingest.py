@@ -5,11 +5,12 @@ repeated to a few MB) in one run and print documents/second and the ratios. Our 
 more than the bare loop (digest check, domains, checksums, Parquet shards); the target is that
 this costs at most 10% (ratio >= 0.9).
 
-    .venv/bin/python bench/ingest.py [--repeat N]
+    .venv/bin/python bench/ingest.py [--repeat N] [--memory]
 """
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -74,6 +75,15 @@ def warcio_trafilatura(path: Path) -> int:
     return len(docs)
 
 
+def peak_rss_mb(path: Path, tmp: Path) -> float:
+    """Peak memory of a fresh process ingesting `path` (streaming => flat as input grows)."""
+    code = (f"import sys, resource; sys.path.insert(0, {str(ROOT)!r}); "
+            "from tasks.ingest import IngestParams, ingest_file; from warehouse import Warehouse; "
+            f"ingest_file(Warehouse({str(tmp / ('mem-' + path.stem))!r}), {str(path)!r}, IngestParams(shard_size=500)); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
 def timed(fn, *args) -> tuple[int, float]:
     start = time.perf_counter()
     n = fn(*args)
@@ -83,6 +93,7 @@ def timed(fn, *args) -> tuple[int, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=4)
+    ap.add_argument("--memory", action="store_true", help="also show peak memory for 1x and 8x input")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -93,17 +104,27 @@ def main() -> None:
         import trafilatura  # noqa: F401
 
         bare_fastwarc(path)
-        results = {
-            "webinstruct ingest": timed(ours, path, tmp),
-            "bare fastwarc+resiliparse": timed(bare_fastwarc, path),
-            "warcio+trafilatura": timed(warcio_trafilatura, path),
-        }
+        # Best of 3 interleaved runs for the two fast contenders (the machine may be shared).
+        best: dict[str, tuple[int, float]] = {}
+        for i in range(3):
+            for name, run in (("webinstruct ingest", lambda: ours(path, tmp / f"run{i}")),
+                              ("bare fastwarc+resiliparse", lambda: bare_fastwarc(path))):
+                n, secs = timed(run)
+                best[name] = min(best.get(name, (n, secs)), (n, secs), key=lambda r: r[1])
+        results = {**best, "warcio+trafilatura": timed(warcio_trafilatura, path)}
     base = results["webinstruct ingest"]
     for name, (n, secs) in results.items():
         print(f"{name:28s} {n:6d} docs {secs:7.2f} s {n / secs:9.1f} docs/s")
     for name in ("bare fastwarc+resiliparse", "warcio+trafilatura"):
         n, secs = results[name]
         print(f"ratio ours / {name}: {(base[0] / base[1]) / (n / secs):.2f}x")
+    if args.memory:
+        with tempfile.TemporaryDirectory() as tmpdir:
+            tmp = Path(tmpdir)
+            for repeat in (1, 8):
+                (tmp / str(repeat)).mkdir()
+                path = build_input(tmp / str(repeat), repeat)
+                print(f"peak RSS ingesting {path.stat().st_size / 1e6:6.1f} MB: {peak_rss_mb(path, tmp):6.1f} MB")
 
 
 if __name__ == "__main__":
