@@ -166,9 +166,10 @@ class FakeLLMServer:
             return await self._send(writer, 200, {"status": "ok"})
         if path == "/stats":
             return await self._send(writer, 200, self.stats())
-        if path == "/reset":
+        if path == "/reset":  # answers the stats up to now, then starts over
+            before = self.stats()
             self.reset_stats()
-            return await self._send(writer, 200, self.stats())
+            return await self._send(writer, 200, before)
         if not path.endswith("/chat/completions") or method != "POST":
             return await self._send(writer, 404, {"error": {"message": f"no route {method} {path}"}})
         return await self._completion(writer, json.loads(body))

@@ -11,23 +11,36 @@ QA_DUPLICATES = TableSpec(
         "refined_id": pl.String,
         "cluster_id": pl.String,
         "kept": pl.Boolean,
-        "method": pl.String,  # exact | minhash | unique
-        "similarity": pl.Float64,
+        "method": pl.String,  # unique | representative (kept) | exact | minhash (dropped)
+        "similarity": pl.Float64,  # estimated Jaccard to the cluster's representative
+    },
+)
+
+QA_DEDUP_INDEX = TableSpec(
+    name="qa_dedup_index",
+    doc="Sketches of every kept pair (exact key, LSH band hashes, MinHash signature): later runs dedup against it.",
+    key=("refined_id",),
+    schema={
+        "refined_id": pl.String,
+        "exact_key": pl.UInt64,
+        "band_hashes": pl.List(pl.UInt64),
+        "signature": pl.Binary,  # num_perm little-endian uint32
     },
 )
 
 QA_CONTAMINATION = TableSpec(
     name="qa_contamination",
     doc="Pairs (or documents) whose text overlaps an evaluation benchmark item.",
-    key=("id", "benchmark", "benchmark_item"),
+    key=("id", "field", "benchmark", "rule"),
     schema={
-        "id": pl.String,
+        "id": pl.String,  # refined_id (level=pair) or doc_id (level=document)
         "level": pl.String,  # pair | document
         "benchmark": pl.String,
         "benchmark_item": pl.String,
         "field": pl.String,
         "matched_ngram": pl.String,
         "rule": pl.String,  # ngram | exact
+        "hits": pl.Int32,  # n-grams the text shares with that item (1 for rule=exact)
     },
 )
 
@@ -44,7 +57,9 @@ DATASET = TableSpec(
         "url": pl.String,
         "domain": pl.String,
         "refiner_model": pl.String,
+        "prompt_fingerprint": pl.String,
+        "crawl": pl.String,
     },
 )
 
-SPECS = [QA_DUPLICATES, QA_CONTAMINATION, DATASET]
+SPECS = [QA_DUPLICATES, QA_DEDUP_INDEX, QA_CONTAMINATION, DATASET]

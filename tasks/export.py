@@ -1,0 +1,190 @@
+"""Stage `export`: the `dataset` table, the funnel, and a Hugging Face `datasets` directory.
+
+`dataset` = refined pairs with status ok, minus pairs dropped by dedup, minus pairs (or pairs of
+pages, level='document') found in `qa_contamination`; with lineage: refined_id, qa_id, doc_id,
+url, domain, crawl, refiner model and prompt fingerprint. One dataset shard per qa_refined shard
+(dedup and decontamination write one shard per qa_refined shard too), so a new crawl segment
+only adds shards.
+
+`export_dataset` writes `OUT/data/train-0000x-of-0000n.parquet|jsonl` plus `OUT/README.md` (a
+dataset card with the funnel, crawl sources, models, prompt fingerprints, dedup and
+decontamination settings): `datasets.load_dataset("parquet", data_dir=OUT)` loads it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from warehouse import Warehouse, fingerprint, now_utc
+
+STAGE = "export"
+CODE_VERSION = "1"
+
+
+def dataset_fingerprint(dedup_fp: str, decon_fp: str, refined_fps: list[str], doc_fps: list[str]) -> str:
+    return fingerprint(STAGE, params={}, code_version=CODE_VERSION,
+                       upstream=[dedup_fp, decon_fp, *refined_fps, *doc_fps])
+
+
+def contaminated_documents(wh: Warehouse, decon_fp: str) -> pl.DataFrame:
+    files = [str(wh.shard_path("qa_contamination", decon_fp, s))
+             for s in wh.shard_ids("qa_contamination", decon_fp) if s.startswith("doc-")]
+    if not files:
+        return pl.DataFrame(schema={"doc_id": pl.String})
+    return pl.scan_parquet(files).select(pl.col("id").alias("doc_id")).unique().collect()
+
+
+def build_dataset_shard(wh: Warehouse, out_fp: str, refined_fp: str, shard: str, dedup_fp: str,
+                        decon_fp: str, doc_fps: list[str], bad_docs: pl.DataFrame | None = None) -> dict:
+    """Write the dataset shard of one qa_refined shard (needs its dedup and decontamination shards)."""
+    from tasks.decontaminate import pair_shard
+    from tasks.dedup import shard_name
+
+    refined = wh.read_shard("qa_refined", refined_fp, shard).filter(pl.col("status") == "ok")
+    dropped = wh.read_shard("qa_duplicates", dedup_fp, shard_name(refined_fp, shard)).filter(~pl.col("kept"))
+    dirty = wh.read_shard("qa_contamination", decon_fp, pair_shard(refined_fp, shard))
+    bad_docs = contaminated_documents(wh, decon_fp) if bad_docs is None else bad_docs
+    clean = (refined.join(dropped.select("refined_id"), on="refined_id", how="anti")
+             .join(dirty.select(pl.col("id").alias("refined_id")).unique(), on="refined_id", how="anti")
+             .join(bad_docs, on="doc_id", how="anti"))
+    docs = _documents(wh, doc_fps, clean["doc_id"].unique())
+    rows = clean.join(docs, on="doc_id", how="left").select(
+        "refined_id", "question", "answer", "qa_id", "doc_id", "url", "domain",
+        pl.col("model").alias("refiner_model"), "prompt_fingerprint", "crawl")
+    wh.write_shard("dataset", out_fp, shard_name(refined_fp, shard), rows)
+    return {"rows_in": refined.height, "rows_out": rows.height}
+
+
+def _documents(wh: Warehouse, doc_fps: list[str], doc_ids: pl.Series) -> pl.DataFrame:
+    frames = [pl.scan_parquet(wh.version_dir("documents", fp) / "part-*.parquet")
+              for fp in doc_fps if wh.shard_ids("documents", fp)]
+    if not frames or doc_ids.is_empty():
+        return pl.DataFrame(schema={"doc_id": pl.String, "url": pl.String, "domain": pl.String, "crawl": pl.String})
+    return (pl.concat(frames, how="diagonal_relaxed").select("doc_id", "url", "domain", "crawl")
+            .filter(pl.col("doc_id").is_in(doc_ids.implode())).unique("doc_id").collect())
+
+
+# ---- funnel --------------------------------------------------------------------------------
+
+def _count(lf: pl.LazyFrame) -> int:
+    return int(lf.select(pl.len()).collect().item())
+
+
+def funnel(wh: Warehouse) -> pl.DataFrame:
+    """(stage, rows): documents -> recalled -> extracted -> refined -> deduped -> clean.
+
+    recalled = documents kept by the highest recall round; extracted/refined = pairs with status
+    ok; deduped = refined pairs not dropped as duplicates; clean = rows of `dataset`. Works on a
+    warehouse where any of these tables is still empty.
+    """
+    scores = wh.scan("recall_scores")
+    top = scores.select(pl.col("round").max()).collect().item()
+    recalled = 0 if top is None else _count(
+        scores.filter((pl.col("round") == top) & pl.col("kept")).select("doc_id").unique())
+    refined = wh.scan("qa_refined").filter(pl.col("status") == "ok").select("refined_id")
+    dropped = wh.scan("qa_duplicates").filter(~pl.col("kept")).select("refined_id")
+    return pl.DataFrame({
+        "stage": ["documents", "recalled", "extracted", "refined", "deduped", "clean"],
+        "rows": [
+            _count(wh.scan("documents")),
+            recalled,
+            _count(wh.scan("qa_extracted").filter(pl.col("status") == "ok")),
+            _count(refined),
+            _count(refined.join(dropped, on="refined_id", how="anti")),
+            _count(wh.scan("dataset")),
+        ],
+    }, schema={"stage": pl.String, "rows": pl.Int64})
+
+
+# ---- export --------------------------------------------------------------------------------
+
+def _stage_settings(wh: Warehouse, table: str) -> dict:
+    """Params of the newest finished stage run that wrote the current version of `table`."""
+    fps = wh.current_fingerprints(table)
+    runs = wh.manifest("stage_runs").filter(pl.col("fingerprint").is_in(fps) & (pl.col("status") == "done"))
+    if runs.is_empty():
+        return {}
+    return json.loads(runs.sort("finished_at")["params"][-1] or "{}")
+
+
+def export_dataset(wh: Warehouse, out_dir: str | Path, fmt: str = "parquet", rows_per_file: int = 500_000) -> dict:
+    """Write the current `dataset` as a Hugging Face datasets directory with a dataset card."""
+    if fmt not in ("parquet", "jsonl"):
+        raise ValueError("format must be parquet or jsonl")
+    out = Path(out_dir)
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for old in data.glob("train-*"):  # a re-export replaces the previous files
+        old.unlink()
+    df = wh.scan("dataset").drop("fingerprint").sort("refined_id").collect()
+    n_files = max(1, -(-df.height // rows_per_file))
+    for i in range(n_files):
+        part = df.slice(i * rows_per_file, rows_per_file)
+        path = data / f"train-{i:05d}-of-{n_files:05d}.{fmt}"
+        part.write_parquet(path) if fmt == "parquet" else part.write_ndjson(path)
+    card = dataset_card(wh, df, fmt)
+    (out / "README.md").write_text(card)
+    return {"out_dir": str(out), "rows": df.height, "files": n_files, "format": fmt}
+
+
+def dataset_card(wh: Warehouse, df: pl.DataFrame, fmt: str) -> str:
+    fun = funnel(wh)
+    crawls = wh.scan("crawl_files").filter(pl.col("status") == "ok").group_by("crawl").agg(
+        pl.len().alias("files"), pl.col("docs_kept").sum().alias("documents")).sort("crawl").collect()
+    refined = wh.scan("qa_refined").filter(pl.col("status") == "ok")
+    models = refined.group_by("model", "prompt_fingerprint").agg(pl.len().alias("pairs")).sort("model").collect()
+    extract = wh.scan("qa_extracted").filter(pl.col("status") == "ok").group_by(
+        "model", "prompt_fingerprint").agg(pl.len().alias("pairs")).sort("model").collect()
+    contam = wh.scan("qa_contamination").group_by("level", "benchmark").agg(
+        pl.col("id").n_unique().alias("items_removed")).sort("level", "benchmark").collect()
+    dedup = _stage_settings(wh, "qa_duplicates")
+    decon = _stage_settings(wh, "qa_contamination")
+
+    def table(frame: pl.DataFrame) -> str:
+        if frame.is_empty():
+            return "_none_\n"
+        head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width + "\n"
+        return head + "".join("| " + " | ".join("" if v is None else str(v) for v in r) + " |\n"
+                              for r in frame.iter_rows())
+
+    benches = decon.get("benchmarks", [])
+    return f"""---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*.{fmt}
+---
+# webinstruct dataset
+
+Instruction pairs (question -> worked answer) harvested from web crawls with the MAmmoTH2 recipe:
+recall (fastText) -> extract (LLM) -> refine (LLMs) -> dedup -> decontaminate. Exported
+{now_utc().isoformat(timespec="seconds")} from warehouse `{wh.root}`: {df.height} rows.
+
+Columns: question, answer; lineage: refined_id, qa_id, doc_id, url, domain, crawl,
+refiner_model, prompt_fingerprint. Each row can be traced back in the warehouse with SQL.
+
+## Funnel (rows per stage)
+{table(fun)}
+## Sources (crawl files ingested)
+{table(crawls)}
+## Models and prompts
+Extraction:
+
+{table(extract)}
+Refinement:
+
+{table(models)}
+## Deduplication
+Exact (normalized text) and near-duplicate (MinHash + LSH, rensa) over the pairs, across every
+run; settings: `{json.dumps(dedup, sort_keys=True)}`.
+
+## Decontamination
+DeepSeekMath rule: a pair is removed when its question or answer shares a {decon.get("n", 10)}-gram
+(normalized tokens) with a benchmark item, or contains a whole benchmark item of
+{decon.get("min_tokens", 3)}..{decon.get("n", 10) - 1} tokens; whole pages checked: {decon.get("documents", False)}.
+Benchmarks: {", ".join(f"{b['name']} ({'+'.join(b['fields'])}, sha256 {b['sha256']})" for b in benches) or "none"}.
+
+{table(contam)}"""

@@ -1,0 +1,67 @@
+"""`webinstruct curate` (dedup -> decontaminate -> dataset) and `webinstruct export`."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer) -> None:
+    from webinstruct.cli import console, prefect_ready, warehouse
+
+    @app.command()
+    def curate(
+        fields: Annotated[str, typer.Option(help="Dedup on: question | question+answer")] = "question",
+        shingle_size: Annotated[int, typer.Option(help="Word n-gram size of MinHash shingles")] = 3,
+        num_perm: Annotated[int, typer.Option(help="MinHash permutations")] = 64,
+        bands: Annotated[int, typer.Option(help="LSH bands (num_perm must be a multiple)")] = 32,
+        threshold: Annotated[float, typer.Option(help="Estimated Jaccard for a near-duplicate")] = 0.6,
+        per_model: Annotated[bool, typer.Option(help="Dedup each refiner model's pairs separately")] = False,
+        benchmark: Annotated[Optional[list[str]], typer.Option(
+            help="Benchmark to decontaminate against (repeatable): gsm8k, math, mmlu_stem, theoremqa, bbh, "
+                 "or \\[name=]path:field[+field] for a JSONL/JSON/Parquet file [default: all bundled]")] = None,
+        documents: Annotated[bool, typer.Option(
+            "--documents/--no-documents", help="Also drop pairs of pages that contain benchmark text")] = False,
+        export_dir: Annotated[Optional[str], typer.Option(help="Also export the dataset to this folder")] = None,
+        format: Annotated[str, typer.Option("--format", help="Export format: parquet | jsonl")] = "parquet",
+    ) -> None:
+        """Deduplicate and decontaminate refined pairs into `dataset` (only shards not done yet)."""
+        root = prefect_ready()
+        from flows.curate import curate_flow
+        from webinstruct import ui
+
+        with ui.progress_bars(console):
+            summary = curate_flow(data_dir=str(root), fields=fields, shingle_size=shingle_size, num_perm=num_perm,
+                                  bands=bands, threshold=threshold, per_model=per_model, benchmarks=benchmark,
+                                  decontaminate_documents=documents, export_dir=export_dir, export_format=format)
+        console.print(
+            f"[green]curate[/] {summary.get('pairs', 0)} new pair(s): "
+            f"{summary.get('duplicates_dropped', 0)} duplicate(s) "
+            f"dropped, {summary.get('contaminated_pairs', 0)} contaminated pair(s), "
+            f"{summary.get('contaminated_documents', 0)} contaminated page(s)")
+        _print_funnel(summary["funnel"])
+        if "export" in summary:
+            e = summary["export"]
+            console.print(f"[green]exported[/] {e['rows']} rows to {e['out_dir']} ({e['format']})")
+
+    @app.command()
+    def export(out: Annotated[str, typer.Argument(help="Output folder (a Hugging Face datasets directory)")],
+               format: Annotated[str, typer.Option("--format", "-f", help="parquet | jsonl")] = "parquet") -> None:
+        """Write the current `dataset` with a dataset card (README.md) to OUT."""
+        from tasks.export import export_dataset, funnel
+
+        if format not in ("parquet", "jsonl"):
+            console.print(f"[red]unknown format {format!r}[/] (parquet, jsonl)")
+            raise typer.Exit(2)
+        wh = warehouse()
+        e = export_dataset(wh, out, format)
+        _print_funnel(funnel(wh).to_dicts())
+        console.print(f"[green]exported[/] {e['rows']} rows in {e['files']} file(s) to {e['out_dir']}")
+
+    def _print_funnel(rows: list[dict]) -> None:
+        import polars as pl
+
+        from webinstruct import ui
+
+        ui.print_frame(Console(), pl.DataFrame(rows), title="funnel")
