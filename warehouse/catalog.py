@@ -3,7 +3,8 @@
 Views (for every table in `warehouse.schemas.TABLES`):
     <table>       the current version(s), with a `fingerprint` column
     <table>_all   every version side by side, with a `fingerprint` column
-Manifest tables (`runs`, `stage_runs`) have a single view each.
+Manifest tables (`runs`, `stage_runs`) have a single view each; `doc_lineage` (lineage.sql)
+follows every current document through the stages and names why it stopped.
 
 DuckDB lets one read-write process lock a database file, which would block readers while a
 stage runs. So the inspection connection is always a fresh in-memory database whose views are
@@ -24,6 +25,8 @@ from warehouse.store import PART_GLOB, Warehouse
 # Statement types an inspection query may contain; everything else (DDL, COPY, ATTACH,
 # SET, INSTALL/LOAD, PRAGMA, CALL, ...) is refused before it reaches the engine.
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
+# Views across tables (documents -> dataset), defined in SQL beside this module.
+LINEAGE_SQL = (Path(__file__).with_name("lineage.sql")).read_text(encoding="utf-8")
 
 
 class ReadOnlyViolation(ValueError):
@@ -56,6 +59,7 @@ def view_statements(wh: Warehouse) -> list[str]:
         current = [fp for fp in wh.current_fingerprints(name) if fp in wh.versions(name)]
         stmts.append(f"CREATE OR REPLACE VIEW {name} AS {_union(wh, name, current)}")
         stmts.append(f"CREATE OR REPLACE VIEW {name}_all AS {_union(wh, name, wh.versions(name))}")
+    stmts.append(LINEAGE_SQL)
     return stmts
 
 

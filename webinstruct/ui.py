@@ -84,4 +84,7 @@ def print_tables(console: Console) -> None:
     table.add_column("columns", overflow="fold")
     for name, spec in TABLES.items():
         table.add_row(name, spec.doc, ", ".join(spec.schema))
+    table.add_row("doc_lineage", "Every current document, how far it got and why it stopped (`fate`).",
+                  "doc_id, url, recall_score, recalled, pairs_extracted, pairs_refined, pairs_duplicate, "
+                  "pairs_contaminated, pairs_in_dataset, fate, ...")
     console.print(table)
