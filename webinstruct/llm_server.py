@@ -22,9 +22,10 @@ import time
 import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Annotated, Iterator, Optional
 
 import httpx
+import typer
 
 from tasks import llm_client
 from tasks.llm_client import DEFAULT_MODEL, LLMSettings, ServerUnavailable, check_servers, \
@@ -79,9 +80,12 @@ class EmbeddedServer:
     """llama.cpp (xllamacpp) serving the bundled SmolLM2 on loopback; a context manager."""
 
     def __init__(self, port: int | None = None, *, host: str = "127.0.0.1", n_parallel: int = 4,
-                 n_ctx_per_slot: int = 4096, threads: int = 2, model_path: str | Path | None = None,
+                 n_ctx_per_slot: int = 4096, threads: int | None = None, model_path: str | Path | None = None,
                  model_name: str = DEFAULT_MODEL, verbose: bool = False):
         self.host, self.port = host, port or free_port(host)
+        # One core is left to the pipeline's own process: llama.cpp threads spin on a barrier, and
+        # on 2 shared cores 2 threads measured 15-30x slower than 1.
+        threads = threads or max(1, (os.cpu_count() or 2) - 1)
         self.n_parallel, self.n_ctx_per_slot, self.threads = n_parallel, n_ctx_per_slot, threads
         self.model_path = Path(model_path) if model_path else None
         self.model_name, self.verbose = model_name, verbose
@@ -113,7 +117,11 @@ class EmbeddedServer:
         if not self.verbose:
             p.verbosity = -1
         self._server = xllamacpp.Server(p)
-        wait_healthy(f"http://{self.host}:{self.port}/health", 60)
+        try:
+            wait_healthy(f"http://{self.host}:{self.port}/health", 60)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -130,7 +138,8 @@ class EmbeddedServer:
 
 def vllm_python() -> str | None:
     """An interpreter with vLLM: $WEBINSTRUCT_VLLM_PYTHON, this one, or ./.venv-vllm."""
-    candidates = [os.environ.get("WEBINSTRUCT_VLLM_PYTHON"), sys.executable, ".venv-vllm/bin/python"]
+    repo_venv = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"  # `make test-vllm`
+    candidates = [os.environ.get("WEBINSTRUCT_VLLM_PYTHON"), sys.executable, str(repo_venv)]
     for py in filter(None, candidates):
         if py == sys.executable:
             if importlib.util.find_spec("vllm") is not None:
@@ -140,18 +149,27 @@ def vllm_python() -> str | None:
     return None
 
 
+def _stderr():
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured stderr without a descriptor
+        return None
+
+
 class VLLMServer:
     """`python -m vllm.entrypoints.openai.api_server` in a child process, prefix caching on."""
 
     def __init__(self, model: str, *, port: int | None = None, host: str = "127.0.0.1",
                  served_model_name: str | None = None, tensor_parallel_size: int = 1,
                  max_model_len: int | None = None, extra_args: list[str] = (), python: str | None = None,
-                 startup_timeout_s: float = 900, log_path: str | Path | None = None):
+                 startup_timeout_s: float = 900, log_path: str | Path | None = None,
+                 env: dict[str, str] | None = None):
         self.model, self.host, self.port = model, host, port or free_port(host)
         self.served = served_model_name or model
         self.tp, self.max_model_len, self.extra_args = tensor_parallel_size, max_model_len, list(extra_args)
         self.python = python or vllm_python()
         self.startup_timeout_s, self.log_path = startup_timeout_s, log_path
+        self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -175,9 +193,10 @@ class VLLMServer:
             raise ServerUnavailable(
                 "vLLM is not installed: `pip install 'webinstruct[vllm]'` on a GPU host (or `make test-vllm` "
                 "for a CPU build in .venv-vllm), or set WEBINSTRUCT_VLLM_PYTHON to a Python that has it")
-        out = open(self.log_path, "ab") if self.log_path else None
-        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT if out else None,
-                                     start_new_session=True)
+        # vLLM logs to stdout; send them to the log file or our stderr so stdout carries only the URL
+        out = open(self.log_path, "ab") if self.log_path else _stderr()
+        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True, env=self.env)
         try:
             wait_healthy(f"http://{self.host}:{self.port}/health", self.startup_timeout_s,
                          alive=lambda: self.proc.poll() is None)
@@ -202,6 +221,37 @@ class VLLMServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+_CONVERT = """
+import sys
+from pathlib import Path
+from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+gguf, out = Path(sys.argv[1]), sys.argv[2]
+AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+# dequantize: a model left in GGUF blocks cannot be saved, and vLLM wants plain weights
+model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                             quantization_config=GgufConfig(dequantize=True))
+model.save_pretrained(out)
+"""
+
+
+def gguf_to_hf(gguf: str | Path, out_dir: str | Path, python: str | None = None) -> Path:
+    """Dequantize a GGUF into a Hugging Face model folder (what vLLM loads), with `python`'s transformers."""
+    out = Path(out_dir)
+    if not (out / "config.json").exists():
+        subprocess.run([python or sys.executable, "-c", _CONVERT, str(gguf), str(out)], check=True)
+    return out
+
+
+# Options a stage command can declare as-is, then pass to settings_from_cli(base_url, model, concurrency).
+BaseUrlOption = Annotated[Optional[list[str]], typer.Option(
+    "--base-url", envvar="WEBINSTRUCT_LLM_BASE_URL",
+    help="OpenAI-compatible server(s), e.g. http://gpu1:8000/v1; repeat for replicas [default: the "
+         "embedded server at http://127.0.0.1:8088/v1, started if down]")]
+ModelOption = Annotated[Optional[str], typer.Option("--model", envvar="WEBINSTRUCT_LLM_MODEL",
+                                                    help="Served model name [default: SmolLM2-135M-Instruct]")]
+ConcurrencyOption = Annotated[Optional[int], typer.Option("--concurrency", help="LLM requests in flight in total")]
 
 
 def settings_from_cli(base_url: list[str] | None = None, model: str | None = None,
@@ -238,6 +288,7 @@ def ensure_server(settings: LLMSettings, *, start_embedded: bool = True) -> Iter
     host, port = url.hostname or "127.0.0.1", url.port or DEFAULT_PORT
     if port_in_use(host, port):
         raise ServerUnavailable(unavailable_message([f"something on {host}:{port} is not an LLM server"]))
-    with EmbeddedServer(port, host=host, n_parallel=settings.max_concurrency):
+    # slots beyond ~8 only add KV cache (about 90 MB each at 4096 tokens) on a small CPU box
+    with EmbeddedServer(port, host=host, n_parallel=min(settings.max_concurrency, 8)):
         check_servers(settings)
         yield settings

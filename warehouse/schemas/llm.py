@@ -34,7 +34,8 @@ LLM_CALLS = TableSpec(
 
 QA_EXTRACTED = TableSpec(
     name="qa_extracted",
-    doc="Question-answer pairs an LLM extracted from recalled pages (status says why a chunk gave none).",
+    doc="Question-answer pairs an LLM extracted from recalled pages; every chunk sent (or not) leaves a row, "
+        "its status says why a chunk gave no pair.",
     key=("qa_id",),
     schema={
         "qa_id": pl.String,
@@ -44,7 +45,8 @@ QA_EXTRACTED = TableSpec(
         "answer": pl.String,
         "model": pl.String,
         "prompt_fingerprint": pl.String,
-        "status": pl.String,  # ok | no_pairs | failed
+        "grounding": pl.Float32,  # share of the question's words found in the chunk (1.0 = copied)
+        "status": pl.String,  # ok | no_pairs | failed | rejected (not on the page, or a duplicate)
         "error": pl.String,
     },
 )
@@ -61,7 +63,7 @@ QA_REFINED = TableSpec(
         "answer": pl.String,
         "model": pl.String,
         "prompt_fingerprint": pl.String,
-        "status": pl.String,  # ok | failed
+        "status": pl.String,  # ok | failed (the call failed or the reply was empty or invalid)
         "error": pl.String,
     },
 )

@@ -23,7 +23,7 @@ def serve(
     served_model_name: Annotated[Optional[str], typer.Option(help="Model name clients ask for")] = None,
     parallel: Annotated[int, typer.Option(help="embedded: request slots (continuous batching)")] = 4,
     ctx: Annotated[int, typer.Option(help="embedded: context tokens per slot")] = 4096,
-    threads: Annotated[int, typer.Option(help="embedded: CPU threads")] = 2,
+    threads: Annotated[Optional[int], typer.Option(help="embedded: CPU threads [default: cores - 1]")] = None,
     tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs per replica")] = 1,
     max_model_len: Annotated[Optional[int], typer.Option(help="vllm: max context length")] = None,
     vllm_arg: Annotated[Optional[list[str]], typer.Option(help="vllm: extra argument, repeatable")] = None,
@@ -32,6 +32,7 @@ def serve(
     from tasks.llm_client import DEFAULT_MODEL, ServerUnavailable
     from webinstruct import llm_server
 
+    stop = threading.Event()
     try:
         if engine == "embedded":
             server = llm_server.EmbeddedServer(port, host=host, n_parallel=parallel, n_ctx_per_slot=ctx,
@@ -53,10 +54,13 @@ def serve(
     except ServerUnavailable as exc:
         console.print(f"[red]cannot serve:[/] {exc}")
         raise typer.Exit(1)
+    except KeyboardInterrupt:  # Ctrl-C while a (vLLM) server starts: start() already stopped it
+        console.print("stopped")
+        raise typer.Exit(130)
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # installed before the URL is printed: no race
         signal.signal(sig, lambda *_: stop.set())
+
     try:
         print(server.base_url, flush=True)  # stdout: scripts can read the URL
         console.print(f"serving [bold]{server.settings.model}[/] ({engine}) at {server.base_url} - Ctrl-C stops it; "
