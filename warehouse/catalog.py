@@ -39,12 +39,15 @@ def _q(path: Path) -> str:
 
 def _version_select(wh: Warehouse, table: str, fp: str) -> str:
     glob = wh.version_dir(table, fp) / PART_GLOB
-    return f"SELECT *, '{fp}' AS fingerprint FROM read_parquet({_q(glob)}, union_by_name=true)"
+    # Tables that already store their version (llm_calls, recall_models) keep their own column.
+    extra = "" if "fingerprint" in wh.spec(table).schema else f", '{fp}' AS fingerprint"
+    return f"SELECT *{extra} FROM read_parquet({_q(glob)}, union_by_name=true)"
 
 
 def _union(wh: Warehouse, table: str, fps: list[str]) -> str:
     if not fps:
-        return f"SELECT *, NULL::VARCHAR AS fingerprint FROM read_parquet({_q(wh.empty_file(table))})"
+        extra = "" if "fingerprint" in wh.spec(table).schema else ", NULL::VARCHAR AS fingerprint"
+        return f"SELECT *{extra} FROM read_parquet({_q(wh.empty_file(table))})"
     return "\nUNION ALL BY NAME\n".join(_version_select(wh, table, fp) for fp in fps)
 
 

@@ -112,15 +112,17 @@ class Warehouse:
     def scan(self, table: str, fingerprint: str | None = None) -> pl.LazyFrame:
         """Rows of one version (default: the current versions), with a `fingerprint` column."""
         fps = [fingerprint] if fingerprint else self.current_fingerprints(table)
+        stored = "fingerprint" in self.spec(table).schema  # the table keeps its version itself
         frames = [
             pl.scan_parquet(self.version_dir(table, fp) / PART_GLOB).with_columns(
-                pl.lit(fp).alias("fingerprint")
+                pl.col("fingerprint") if stored else pl.lit(fp).alias("fingerprint")
             )
             for fp in fps
             if any(self.version_dir(table, fp).glob(PART_GLOB))
         ]
         if not frames:
-            return self.spec(table).empty().lazy().with_columns(pl.lit(None, pl.String).alias("fingerprint"))
+            empty = self.spec(table).empty().lazy()
+            return empty if stored else empty.with_columns(pl.lit(None, pl.String).alias("fingerprint"))
         return pl.concat(frames, how="diagonal_relaxed")
 
     def versions(self, table: str) -> list[str]:

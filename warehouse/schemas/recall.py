@@ -1,4 +1,6 @@
-"""Recall tables: fastText models and their metrics, per-document scores, labelled domains."""
+"""Recall tables: fastText models and their metrics, training examples, per-document scores,
+labelled domains. One flow run writes both recall rounds; every table has a `round` column so
+the two versions sit side by side in the current views."""
 import polars as pl
 
 from warehouse.schemas.base import TableSpec
@@ -7,21 +9,41 @@ TS = pl.Datetime("us", "UTC")
 
 RECALL_MODELS = TableSpec(
     name="recall_models",
-    doc="One row per trained fastText recall model, with held-out metrics and the threshold used.",
+    doc="One row per recall model version (round, training settings, threshold) with held-out metrics.",
     key=("fingerprint",),
     schema={
-        "fingerprint": pl.String,
         "round": pl.Int32,
+        "train_key": pl.String,  # fingerprint of the training alone; the model file is named by it
         "model_path": pl.String,
         "n_pos": pl.Int64,
         "n_neg": pl.Int64,
-        "precision": pl.Float64,
+        "n_test": pl.Int64,
+        "precision": pl.Float64,  # held-out, at `threshold`
         "recall": pl.Float64,
         "f1": pl.Float64,
         "threshold": pl.Float64,
-        "params": pl.String,
-        "pr_curve": pl.String,
+        "threshold_source": pl.String,  # fixed | best_f1
+        "params": pl.String,  # JSON: training settings, sample sizes, seed files
+        "pr_curve": pl.String,  # JSON list of [threshold, precision, recall] on the held-out split
+        "train_seconds": pl.Float64,
         "trained_at": TS,
+    },
+    columns_doc={"fingerprint": "recall_scores.model_fingerprint points here"},
+)
+
+RECALL_EXAMPLES = TableSpec(
+    name="recall_examples",
+    doc="The labelled examples each recall model was trained and evaluated on (seeds and documents).",
+    key=("model_fingerprint", "item_id"),
+    schema={
+        "model_fingerprint": pl.String,
+        "round": pl.Int32,
+        "item_id": pl.String,  # doc_id, or seed:<file>:<line> for a seed
+        "origin": pl.String,  # seed | random_doc | educational_domain | other_domain
+        "domain": pl.String,
+        "label": pl.Int8,  # 1 positive, 0 negative
+        "split": pl.String,  # train | test
+        "score": pl.Float32,  # held-out score (test split only)
     },
 )
 
@@ -40,11 +62,12 @@ RECALL_SCORES = TableSpec(
 
 DOMAINS = TableSpec(
     name="domains",
-    doc="Registered domains of recalled documents with counts and the LLM's educational label.",
+    doc="Registered domains of scored documents with counts and the LLM's educational label.",
     key=("round", "domain"),
     schema={
         "round": pl.Int32,
         "domain": pl.String,
+        "scores_fingerprint": pl.String,
         "docs_seen": pl.Int64,
         "docs_recalled": pl.Int64,
         "mean_score": pl.Float64,
@@ -57,4 +80,4 @@ DOMAINS = TableSpec(
     },
 )
 
-SPECS = [RECALL_MODELS, RECALL_SCORES, DOMAINS]
+SPECS = [RECALL_MODELS, RECALL_EXAMPLES, RECALL_SCORES, DOMAINS]

@@ -1,0 +1,153 @@
+"""Stage `domains`: group scored documents by registered domain and have an LLM label the
+domains with enough recalled documents as educational or not.
+
+Per domain (one vectorised polars aggregation over `recall_scores` joined with `documents`):
+docs seen, docs recalled (kept), mean score, and the titles/URLs of its top-scoring pages.
+Domains with at least `min_domain_docs` recalled documents go to the LLM (the paper used 1000
+at crawl scale; the default here is 1 because no registered domain of the bundled sample has
+more than two pages, apart from one spam site; raise it for real crawls). A user's override file wins over the LLM and is applied to
+any domain, however few documents it has (and those domains are never sent to the LLM).
+A reply that does not parse becomes label `failed` with the reason; it never stops the stage.
+
+Every domain seen gets a row, so SQL can answer "why was this domain not labelled?".
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+import pydantic
+
+from prompts import load_prompt
+from warehouse import Warehouse, content_hash, fingerprint
+
+STAGE = "domains"
+CODE_VERSION = "1"
+PROMPT = "domain_label"
+LABELS = ("educational", "other")
+_TRUE = {"educational", "edu", "true", "yes", "1", "y", "keep"}
+_FALSE = {"other", "not_educational", "non-educational", "false", "no", "0", "n", "drop"}
+
+
+class DomainLabel(pydantic.BaseModel):
+    """The LLM's verdict on one domain (reason first: the label follows from the evidence)."""
+    reason: str = pydantic.Field(max_length=400, description="one short sentence citing the evidence")
+    label: Literal["educational", "other"]
+
+
+def normalize_domain(d: str) -> str:
+    d = d.strip().lower().rstrip(".")
+    return d[4:] if d.startswith("www.") else d
+
+
+def normalize_domain_expr(col: str) -> pl.Expr:
+    """`normalize_domain` as a polars expression."""
+    return pl.col(col).str.strip_chars().str.to_lowercase().str.strip_chars_end(".").str.replace(r"^www\.", "")
+
+
+def _norm_label(value, where: str) -> str:
+    v = str(value).strip().lower()
+    if v in _TRUE:
+        return "educational"
+    if v in _FALSE:
+        return "other"
+    raise ValueError(f"{where}: label {value!r} is not one of educational/other (or yes/no, true/false)")
+
+
+def load_overrides(path: str | None) -> dict[str, str]:
+    """Forced labels from CSV (columns domain,label) or JSON ({domain: label} or [{domain, label}])."""
+    if not path:
+        return {}
+    p = Path(path).expanduser()
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() == ".json":
+        data = json.loads(text)
+        pairs = data.items() if isinstance(data, dict) else [(r["domain"], r["label"]) for r in data]
+    else:
+        rows = list(csv.reader(line for line in text.splitlines() if line.strip() and not line.startswith("#")))
+        if rows and [c.strip().lower() for c in rows[0][:2]] == ["domain", "label"]:
+            rows = rows[1:]
+        pairs = [(r[0], r[1]) for r in rows if len(r) >= 2]
+    return {normalize_domain(d): _norm_label(label, f"{p}: {d}") for d, label in pairs}
+
+
+def overrides_hash(overrides: dict[str, str]) -> str | None:
+    return content_hash(json.dumps(sorted(overrides.items()))) if overrides else None
+
+
+def domains_fingerprint(rnd: int, scores_fp: str, doc_fps: list[str], *, min_domain_docs: int, n_samples: int,
+                        chunk: int, overrides: dict[str, str], model: str, temperature: float,
+                        max_tokens: int) -> str:
+    params = dict(round=rnd, min_domain_docs=min_domain_docs, n_samples=n_samples, chunk=chunk,
+                  overrides=overrides_hash(overrides), temperature=temperature, max_tokens=max_tokens)
+    return fingerprint(STAGE, params=params, code_version=CODE_VERSION, upstream=[scores_fp, *doc_fps],
+                       prompt=load_prompt(PROMPT), model=model)
+
+
+def domain_stats(wh: Warehouse, scores_fp: str, doc_fps: list[str], n_samples: int = 5) -> pl.DataFrame:
+    """One row per registered domain: counts, mean score, top-scoring titles and URLs."""
+    docs = pl.concat([wh.scan("documents", fp) for fp in doc_fps]).select("doc_id", "domain", "title", "url")
+    scores = wh.scan("recall_scores", scores_fp).select("doc_id", "score", "kept")
+    top = pl.col("score").rank("ordinal", descending=True).over("domain") <= n_samples
+    return (
+        scores.join(docs, on="doc_id", how="inner")
+        .filter(pl.col("domain").is_not_null() & (pl.col("domain") != ""))
+        .with_columns(pl.col("title").fill_null("").str.slice(0, 150), is_top=top)
+        .sort(["domain", "score", "doc_id"], descending=[False, True, False])
+        .group_by("domain", maintain_order=True)
+        .agg(docs_seen=pl.len(), docs_recalled=pl.col("kept").sum().cast(pl.Int64),
+             mean_score=pl.col("score").mean().cast(pl.Float64),
+             sample_titles=pl.col("title").filter(pl.col("is_top")),
+             sample_urls=pl.col("url").filter(pl.col("is_top")))
+        .collect()
+    )
+
+
+def user_message(row: dict) -> str:
+    """The per-domain part of the request; it comes after the fixed prompt, which never varies."""
+    pages = "\n".join(f"- {t or '(no title)'} | {u}" for t, u in zip(row["sample_titles"], row["sample_urls"]))
+    return (f"Website: {row['domain']}\n"
+            f"Pages crawled: {row['docs_seen']}; flagged as exam-like: {row['docs_recalled']} "
+            f"(mean score {row['mean_score']:.2f})\n"
+            f"Top pages (title | address):\n{pages}")
+
+
+def label_rows(client, stats: pl.DataFrame, *, rnd: int, scores_fp: str, fp: str, shard: str, min_domain_docs: int,
+               overrides: dict[str, str], model: str, response_model: type[pydantic.BaseModel] = DomainLabel
+               ) -> pl.DataFrame:
+    """Label one chunk of domain stats: overrides, then the LLM for the big domains, else unlabelled.
+
+    `client` is an LLMClient (anything with its `run`); it is only used when a domain needs the LLM.
+    """
+    from tasks.llm_client import LLMRequest  # the LLM layer is only needed when labelling
+
+    system = load_prompt(PROMPT)
+    out: dict[str, tuple[str, str | None, str, str | None]] = {}  # domain -> (label, reason, source, model)
+    requests = []
+    for row in stats.iter_rows(named=True):
+        d = row["domain"]
+        forced = overrides.get(normalize_domain(d))
+        if forced:
+            out[d] = (forced, "forced by the override file", "override", None)
+        elif row["docs_recalled"] >= min_domain_docs:
+            requests.append(LLMRequest(item_id=d, response_model=response_model, messages=[
+                {"role": "system", "content": system}, {"role": "user", "content": user_message(row)}]))
+        else:
+            out[d] = ("unlabelled", f"{row['docs_recalled']} recalled documents < min_domain_docs "
+                      f"{min_domain_docs}", "below_min_docs", None)
+    if requests:
+        for res in client.run(requests, stage=STAGE, fingerprint=fp, shard=shard):
+            label = getattr(res.parsed, "label", None) if res.status == "ok" else None
+            if label in LABELS:
+                out[res.item_id] = (label, getattr(res.parsed, "reason", None), "llm", model)
+            else:
+                why = res.error or f"unexpected label {label!r}"
+                out[res.item_id] = ("failed", f"{res.status}: {why}"[:2000], "failed", model)
+    labels = pl.DataFrame([(d, *v) for d, v in out.items()], orient="row",
+                          schema={"domain": pl.String, "label": pl.String, "reason": pl.String,
+                                  "label_source": pl.String, "model": pl.String})
+    return stats.join(labels, on="domain", how="left").with_columns(
+        round=pl.lit(rnd, pl.Int32), scores_fingerprint=pl.lit(scores_fp))

@@ -1,0 +1,73 @@
+"""`webinstruct recall`: two rounds of fastText recall with LLM-labelled domains."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(recall)
+
+
+def recall(
+    seeds: Annotated[Optional[list[str]], typer.Option(
+        help="Seed file of positive examples, repeatable (JSONL/JSON/Parquet/txt) [default: bundled GSM8K, AQuA-RAT, SVAMP]")] = None,
+    dim: Annotated[int, typer.Option(help="fastText vector size")] = 256,
+    epoch: Annotated[int, typer.Option(help="fastText epochs")] = 3,
+    lr: Annotated[float, typer.Option(help="fastText learning rate")] = 1.0,
+    word_ngrams: Annotated[int, typer.Option(help="fastText word n-grams")] = 2,
+    neg_sample: Annotated[Optional[int], typer.Option(
+        help="Random crawl documents as negatives [default: as many as positives, at most half the crawl]")] = None,
+    threshold: Annotated[Optional[float], typer.Option(
+        help="Keep documents scoring at least this [default 0.5]; --auto-threshold picks the held-out best F1")] = 0.5,
+    auto_threshold: Annotated[bool, typer.Option(help="Use the held-out best-F1 threshold")] = False,
+    min_domain_docs: Annotated[int, typer.Option(
+        help="Recalled documents a domain needs before the LLM labels it (paper: 1000 at crawl scale)")] = 1,
+    domain_overrides: Annotated[Optional[str], typer.Option(
+        help="CSV/JSON file of domain,label (educational|other) that wins over the LLM")] = None,
+    rounds: Annotated[int, typer.Option(help="Recall rounds (the paper: 2)")] = 2,
+    base_url: Annotated[Optional[list[str]], typer.Option(
+        help="OpenAI-compatible server, repeatable [default: embedded SmolLM2, started if down]")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Domain-labelling model name as the server knows it")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="LLM requests in flight")] = None,
+) -> None:
+    """Score every ingested page with fastText, label domains with an LLM, retrain, rescore."""
+    from webinstruct.cli import prefect_ready
+
+    root = prefect_ready()
+    from flows.recall import recall_flow
+    from tasks.llm_client import ServerUnavailable
+    from webinstruct import ui
+    from webinstruct.llm_server import ensure_server, settings_from_cli
+
+    settings = settings_from_cli(base_url, model, concurrency)
+    try:
+        with ensure_server(settings) as live, ui.progress_bars(console):
+            summary = recall_flow(data_dir=str(root), seeds=seeds, dim=dim, epoch=epoch, lr=lr,
+                                  word_ngrams=word_ngrams, neg_sample=neg_sample,
+                                  threshold=None if auto_threshold else threshold, min_domain_docs=min_domain_docs,
+                                  domain_overrides=domain_overrides, llm=live, rounds=rounds)
+    except ServerUnavailable as exc:
+        console.print(f"[red]no LLM server:[/] {exc}")
+        raise typer.Exit(1)
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]recall failed:[/] {exc}")
+        raise typer.Exit(2)
+    print_summary(summary)
+
+
+def print_summary(summary: dict) -> None:
+    for r in summary["rounds"]:
+        console.print(
+            f"[green]round {r['round']}[/] model {r['model_fingerprint']} ({'trained' if r['trained'] else 'reused'}; "
+            f"{r['n_pos']} pos / {r['n_neg']} neg): held-out P {r['precision']:.3f} R {r['recall']:.3f} "
+            f"F1 {r['f1']:.3f} at threshold {r['threshold']:.2f}; kept {r['docs_kept']}/{r['docs_scored']} pages; "
+            f"{r['labelled']}/{r['domains']} domains labelled ({r['failed']} failed), "
+            f"educational: {', '.join(r['educational'][:8]) or '-'}{' ...' if len(r['educational']) > 8 else ''}")
+    console.print(f"final recalled set: recall_scores version {summary['final_scores_fingerprint']} (kept = true)")
+    console.print("inspect: webinstruct sql \"SELECT round, domain, docs_recalled, label, reason FROM domains "
+                  "WHERE label_source <> 'below_min_docs' ORDER BY round, docs_recalled DESC\"")
