@@ -32,7 +32,7 @@ now recommended author participant create
 """.split())
 # A nav-only line must contain at least one of these (so "on the" alone is not mistaken for chrome).
 NAV_CORE = frozenset("""
-reply quote share login logout sign register report like permalink comment jump skip menu edit delete
+reply quote share login logout log signin signup sign register report like permalink comment jump skip menu edit delete
 flag follow subscribe unsubscribe print email bookmark upvote downvote vote helpful show load read view
 expand collapse reveal copy improve cite forgot navigation search toggle tweet facebook twitter whatsapp
 linkedin pinterest mark translate notifications profile scroll post create recommended author
@@ -98,7 +98,8 @@ def is_boilerplate(line: str) -> bool:
     core = _BULLET.sub("", s)
     if is_nav_line(core):
         return True
-    if len(core) <= 60 and _META.match(core) and re.search(r"\d", core):
+    # "Posts: 3", "Joined: 2019-04-16": user badges carry a number ("Location:" is the exception)
+    if len(core) <= 60 and _META.match(core) and (re.search(r"\d", core) or core.lower().startswith("location")):
         return True
     if len(core) <= 300 and (_COOKIE.search(core) or _LEGAL.search(core)):
         return True
@@ -165,12 +166,13 @@ def _split_long_line(line: str, limit: int) -> list[str]:
 def chunk_text(text: str, chunk_chars: int, overlap_chars: int, max_chunks: int | None = None) -> list[str]:
     """Split at line boundaries into chunks of at most `chunk_chars` characters.
 
-    Each chunk after the first starts with the trailing whole lines of the previous chunk,
-    at most `overlap_chars` characters of them, so a question at the end of one chunk is seen
-    together with its answer at the start of the next. Lines longer than the room left after
-    the overlap are cut at whitespace first.
+    Each chunk after the first starts with the end of the previous chunk, at most
+    `overlap_chars` characters of it (whole lines; a word-aligned piece of the last line when that
+    line alone is longer), so a question at the end of one chunk is seen together with its answer
+    at the start of the next. Lines longer than the room left after the overlap are cut at
+    whitespace first. No chunk starts or ends with blank lines.
     """
-    if not text:
+    if not text.strip():
         return []
     if len(text) <= chunk_chars:
         return [text]
@@ -179,25 +181,29 @@ def chunk_text(text: str, chunk_chars: int, overlap_chars: int, max_chunks: int 
     chunks: list[str] = []
     current: list[str] = []
     size = -1  # length of "\n".join(current)
-    i = 0
-    while i < len(lines):
-        add = len(lines[i]) + 1
-        if current and size + add > chunk_chars:
+    for line in lines:
+        if size + len(line) + 1 > chunk_chars and current:
+            while current and not current[-1].strip():
+                current.pop()
             chunks.append("\n".join(current))
             if max_chunks and len(chunks) >= max_chunks:
                 return chunks
-            current, size = _tail(current, overlap_chars)
+            current = _tail(current, overlap_chars)
+            size = len("\n".join(current)) if current else -1
+        if not current and not line.strip():
             continue
-        current.append(lines[i])
-        size += add
-        i += 1
-    if current and (not chunks or "\n".join(current) not in chunks[-1]):
+        current.append(line)
+        size += len(line) + 1
+    while current and not current[-1].strip():
+        current.pop()
+    if current:
         chunks.append("\n".join(current))
-    return chunks[:max_chunks] if max_chunks else chunks
+    return chunks
 
 
-def _tail(lines: list[str], budget: int) -> tuple[list[str], int]:
-    """The longest run of trailing lines whose joined length fits `budget`."""
+def _tail(lines: list[str], budget: int) -> list[str]:
+    """The end of a chunk that the next one repeats: whole trailing lines within `budget`, or
+    a word-aligned suffix of the last line when it alone is longer."""
     tail: list[str] = []
     size = -1
     for ln in reversed(lines):
@@ -205,7 +211,14 @@ def _tail(lines: list[str], budget: int) -> tuple[list[str], int]:
             break
         tail.insert(0, ln)
         size += len(ln) + 1
-    return tail, size
+    if not tail and budget > 0 and lines:
+        piece = lines[-1][-budget:]
+        if len(piece) < len(lines[-1]) and " " in piece:
+            piece = piece[piece.index(" ") + 1:]
+        tail = [piece]
+    while tail and not tail[0].strip():
+        tail.pop(0)
+    return tail
 
 
 def prepare_page(text: str, params: CleanParams = CleanParams()) -> tuple[list[str], str | None]:

@@ -1,0 +1,252 @@
+"""Stage `extract`: recalled pages -> `qa_extracted` (the Q-A pairs an LLM finds on each page).
+
+Input is the `documents` rows that recall kept (the newest recall round by default; every
+document when no recall has run). Each page is pre-cleaned and cut into chunks
+(tasks/page_clean.py); each chunk is one LLM request built from prompts/extract.md, whose
+instructions and few-shot turns come first and are the same bytes in every request (the
+server's prefix cache serves them), with the page last.
+
+Every chunk leaves at least one row, so one query explains each document's fate:
+    ok        a pair found on the page
+    no_pairs  the model found none (or the page was empty after cleaning: see `error`)
+    failed    the call failed or its reply did not validate (`error` says why)
+    rejected  a pair the model returned that is not on the page (`grounding` below the
+              threshold: a copied few-shot example or an invented question) or a duplicate
+              of a pair found in an overlapping chunk
+One output shard per input `documents` shard, named like it; a shard already written is skipped.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import polars as pl
+import pydantic
+
+from prompts import load_prompt
+from tasks.llm_client import LLMClient, LLMRequest, LLMResult, LLMSettings
+from tasks.page_clean import CleanParams, prepare_page
+from warehouse import Warehouse, content_hash, fingerprint
+
+STAGE = "extract"
+CODE_VERSION = "1"
+MAX_PAIRS_PER_CHUNK = 8  # bounds the reply; a chunk of a few thousand characters rarely holds more
+
+
+# ---- structured output ------------------------------------------------------------------------
+class QAPair(pydantic.BaseModel):
+    question: str
+    answer: str
+
+
+class ExtractReply(pydantic.BaseModel):
+    pairs: list[QAPair] = pydantic.Field(default_factory=list, max_length=MAX_PAIRS_PER_CHUNK)
+
+
+# ---- prompt files -----------------------------------------------------------------------------
+_ROLE = re.compile(r"^<!-- role: (system|user|assistant) -->[ \t]*\n", re.M)
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A prompt file: fixed messages (instructions, few-shot turns) + the last user turn's template.
+
+    Placeholders are `{{name}}`, so JSON braces in the examples need no escaping.
+    """
+
+    text: str
+    prefix: tuple[tuple[str, str], ...]
+    template: str
+
+    @classmethod
+    def load(cls, name: str) -> "ChatPrompt":
+        text = load_prompt(name)
+        parts = _ROLE.split(text)[1:]  # [role, body, role, body, ...]
+        turns = [(parts[i], parts[i + 1].strip("\n")) for i in range(0, len(parts), 2)]
+        if not turns or turns[-1][0] != "user":
+            raise ValueError(f"prompt {name!r}: must end with a `<!-- role: user -->` template turn")
+        return cls(text=text, prefix=tuple(turns[:-1]), template=turns[-1][1])
+
+    @property
+    def fingerprint(self) -> str:
+        return content_hash(self.text)
+
+    def render(self, **fields: str) -> list[dict[str, str]]:
+        body = self.template
+        for key, value in fields.items():
+            body = body.replace("{{" + key + "}}", value or "")
+        return [{"role": r, "content": c} for r, c in self.prefix] + [{"role": "user", "content": body}]
+
+
+# ---- parameters -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExtractParams:
+    clean: CleanParams = field(default_factory=CleanParams)
+    prompt: str = "extract"  # a name under prompts/ or a path to the user's own file
+    min_grounding: float = 0.5  # share of the question's words that must occur in the chunk
+    limit_docs: int | None = None
+
+    def fingerprint(self, settings: LLMSettings, upstream: list[str]) -> str:
+        return fingerprint(
+            STAGE, code_version=CODE_VERSION, upstream=upstream, prompt=ChatPrompt.load(self.prompt).text,
+            model=settings.model,
+            params={"clean": self.clean.as_dict(), "min_grounding": self.min_grounding,
+                    "limit_docs": self.limit_docs, "temperature": settings.temperature,
+                    "max_tokens": settings.max_tokens},
+        )
+
+
+# ---- input selection --------------------------------------------------------------------------
+@dataclass
+class ExtractInput:
+    documents_fps: list[str]
+    recall_fp: str | None  # the recall_scores version used; None = every document
+    shards: dict[str, tuple[str, str, list[str]]]  # out shard -> (documents fp, documents shard, doc_ids)
+    warning: str | None = None
+
+    @property
+    def upstream(self) -> list[str]:
+        return self.documents_fps + ([self.recall_fp] if self.recall_fp else [])
+
+    @property
+    def n_docs(self) -> int:
+        return sum(len(ids) for _, _, ids in self.shards.values())
+
+
+def resolve_recall(wh: Warehouse, recall_fingerprint: str | None) -> str | None:
+    """The recall_scores version to use: the one named (version or model fingerprint), else the
+    current version with the highest round; None when no recall has run."""
+    versions = wh.versions("recall_scores")
+    if recall_fingerprint:
+        if recall_fingerprint in versions:
+            return recall_fingerprint
+        hits = (pl.concat([wh.scan("recall_scores", v).select("model_fingerprint", "fingerprint").unique().collect()
+                           for v in versions]) if versions else pl.DataFrame())
+        hits = hits.filter(pl.col("model_fingerprint") == recall_fingerprint) if hits.height else hits
+        if not hits.height:
+            raise ValueError(f"no recall_scores version or model {recall_fingerprint!r}; known versions: {versions}")
+        return hits["fingerprint"][0]
+    if not versions:
+        return None
+    rounds = (wh.scan("recall_scores").group_by("fingerprint").agg(pl.col("round").max())
+              .sort(["round", "fingerprint"]).collect())
+    return rounds["fingerprint"][-1] if rounds.height else None
+
+
+def select_input(wh: Warehouse, recall_fingerprint: str | None = None, limit_docs: int | None = None) -> ExtractInput:
+    """Which documents of which shards the stage reads (deterministic order, so limits are stable)."""
+    recall_fp = resolve_recall(wh, recall_fingerprint)
+    warning = None
+    kept: pl.DataFrame | None = None
+    if recall_fp is None:
+        warning = "no recall_scores yet: extracting from every ingested document"
+    else:
+        kept = wh.scan("recall_scores", recall_fp).filter(pl.col("kept")).select("doc_id").unique().collect()
+    doc_fps = wh.current_fingerprints("documents")
+    shards: dict[str, tuple[str, str, list[str]]] = {}
+    budget = limit_docs
+    for fp in doc_fps:
+        for shard in wh.shard_ids("documents", fp):
+            if budget is not None and budget <= 0:
+                break
+            ids = pl.scan_parquet(wh.shard_path("documents", fp, shard)).select("doc_id")
+            if kept is not None:
+                ids = ids.join(kept.lazy(), on="doc_id", how="semi", maintain_order="left")
+            doc_ids = ids.collect()["doc_id"].to_list()
+            if budget is not None:
+                doc_ids, budget = doc_ids[:budget], budget - len(doc_ids[:budget])
+            if doc_ids:
+                # output shard = input shard id (prefixed only if two documents versions share one)
+                shards[shard if shard not in shards else f"{fp[:8]}-{shard}"] = (fp, shard, doc_ids)
+    return ExtractInput(doc_fps, recall_fp, shards, warning)
+
+
+# ---- rows -------------------------------------------------------------------------------------
+_WORDS = re.compile(r"[^\W_]{3,}", re.U)
+
+
+def grounding(question: str, chunk: str) -> float:
+    """Share of the question's words (3+ letters) that occur in the chunk: 1.0 = all copied."""
+    words = {w.lower() for w in _WORDS.findall(question)}
+    if not words:
+        return 0.0
+    page = {w.lower() for w in _WORDS.findall(chunk)}
+    return len(words & page) / len(words)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def qa_id(doc_id: str, chunk: int, index: int | None) -> str:
+    return content_hash(f"{doc_id}#{chunk}#{'-' if index is None else index}")
+
+
+def chunk_rows(doc_id: str, chunk: int, chunk_text: str, result: LLMResult, model: str, prompt_fp: str,
+               min_grounding: float, seen: dict[str, str]) -> list[dict]:
+    """The qa_extracted rows of one chunk's LLM result. `seen` (normalized pair -> qa_id) spans the doc."""
+    base = dict(doc_id=doc_id, chunk=chunk, model=model, prompt_fingerprint=prompt_fp)
+    if not result.ok or result.parsed is None:
+        return [dict(base, qa_id=qa_id(doc_id, chunk, None), question=None, answer=None, grounding=None,
+                     status="failed", error=f"{result.status}: {result.error}")]
+    rows = []
+    for i, pair in enumerate(result.parsed.pairs):  # type: ignore[attr-defined]
+        q, a = pair.question.strip(), pair.answer.strip()
+        if not q or not a:
+            continue
+        g = round(grounding(q, chunk_text), 4)
+        key = _norm(q) + "\x00" + _norm(a)
+        row = dict(base, qa_id=qa_id(doc_id, chunk, i), question=q, answer=a, grounding=g,
+                   status="ok", error=None)
+        if g < min_grounding:
+            row.update(status="rejected", error=f"question not found on the page (grounding {g:.2f} < {min_grounding})")
+        elif key in seen:
+            row.update(status="rejected", error=f"duplicate of {seen[key]} (overlapping chunk)")
+        else:
+            seen[key] = row["qa_id"]
+        rows.append(row)
+    if not rows:
+        rows.append(dict(base, qa_id=qa_id(doc_id, chunk, None), question=None, answer=None, grounding=None,
+                         status="no_pairs", error=None))
+    return rows
+
+
+def extract_shard(wh: Warehouse, settings: LLMSettings, params: ExtractParams, fp: str, shard: str,
+                  documents_fp: str, documents_shard: str, doc_ids: list[str],
+                  client_factory: Callable[[LLMSettings, Warehouse], LLMClient] = LLMClient) -> dict:
+    """Extract pairs from the selected docs of one documents shard; returns counters."""
+    if wh.has_shard("qa_extracted", fp, shard):
+        return {"shard": shard, "skipped": True, "docs": len(doc_ids)}
+    prompt = ChatPrompt.load(params.prompt)
+    docs = (pl.scan_parquet(wh.shard_path("documents", documents_fp, documents_shard))
+            .select("doc_id", "url", "title", "text")
+            .join(pl.LazyFrame({"doc_id": doc_ids}), on="doc_id", how="semi", maintain_order="left").collect())
+    rows: list[dict] = []
+    requests: list[LLMRequest] = []
+    chunks_of: list[tuple[str, int, str]] = []
+    for d in docs.iter_rows(named=True):
+        chunks, reason = prepare_page(d["text"], params.clean)
+        if reason:
+            rows.append(dict(qa_id=qa_id(d["doc_id"], 0, None), doc_id=d["doc_id"], chunk=0, question=None,
+                             answer=None, model=settings.model, prompt_fingerprint=prompt.fingerprint,
+                             grounding=None, status="no_pairs", error=f"not sent: {reason}"))
+        for i, text in enumerate(chunks):
+            chunks_of.append((d["doc_id"], i, text))
+            requests.append(LLMRequest(
+                item_id=f"{d['doc_id']}#{i}", response_model=ExtractReply,
+                messages=prompt.render(title=d["title"] or "", url=d["url"] or "", text=text)))
+    client = client_factory(settings, wh)
+    results = client.run(requests, stage=STAGE, fingerprint=fp, shard=shard)
+    seen: dict[str, dict[str, str]] = {}
+    for (doc_id, i, text), res in zip(chunks_of, results):
+        rows += chunk_rows(doc_id, i, text, res, settings.model, prompt.fingerprint, params.min_grounding,
+                           seen.setdefault(doc_id, {}))
+    df = pl.DataFrame(rows, schema=wh.spec("qa_extracted").schema)
+    wh.write_shard("qa_extracted", fp, shard, df)
+    counts = df["status"].value_counts()
+    by = dict(zip(counts["status"].to_list(), counts["count"].to_list()))
+    return {"shard": shard, "skipped": False, "docs": docs.height, "chunks": len(requests),
+            "calls": client.network_calls, "cached": sum(r.cached for r in results),
+            "pairs": by.get("ok", 0), "no_pairs": by.get("no_pairs", 0), "failed": by.get("failed", 0),
+            "rejected": by.get("rejected", 0), "rows": df.height}
