@@ -27,6 +27,9 @@ def pipeline_flow(
     refine_models: list[str] | None = None,
     limit_docs: int | None = None,
     min_domain_docs: int | None = None,
+    max_llm_domains: int | None = None,
+    chunk_chars: int = 4000,
+    max_chunks: int = 6,
     export_dir: str | None = None,
     export_format: str = "parquet",
 ) -> dict:
@@ -39,9 +42,11 @@ def pipeline_flow(
         summary = {"run_id": run_id}
         summary["ingest"] = ingest_flow(paths=paths, data_dir=data_dir, run_id=run_id)
         recall_kwargs = {"min_domain_docs": min_domain_docs} if min_domain_docs is not None else {}
-        summary["recall"] = recall_flow(data_dir=data_dir, run_id=run_id, seeds=seeds, llm=llm, **recall_kwargs)
+        summary["recall"] = recall_flow(data_dir=data_dir, run_id=run_id, seeds=seeds, llm=llm,
+                                        max_llm_domains=max_llm_domains, **recall_kwargs)
         summary["mine"] = mine_flow(data_dir=data_dir, run_id=run_id, limit_docs=limit_docs,
-                                    extract_llm=llm, refine_llms=refiners)
+                                    extract_llm=llm, refine_llms=refiners, chunk_chars=chunk_chars,
+                                    max_chunks=max_chunks)
         summary["curate"] = curate_flow(data_dir=data_dir, run_id=run_id, export_dir=export_dir,
                                         export_format=export_format)
     return summary

@@ -43,13 +43,13 @@ def score_task(data_dir: str, model: rs.ScoringModel, doc_fp: str, shard: str, o
 
 @task(name="domains-label-shard", retries=1, retry_delay_seconds=2)
 def label_task(data_dir: str, rnd: int, scores_fp: str, fp: str, shard: str, lo: int, hi: int,
-               min_domain_docs: int, overrides: dict[str, str], llm: LLMSettings) -> dict:
+               min_domain_docs: int, overrides: dict[str, str], llm: LLMSettings, skip: set[str]) -> dict:
     wh = Warehouse(data_dir)
     if wh.has_shard("domains", fp, shard):
         return {"shard": shard, "skipped": True}
     stats = pl.read_parquet(wh.side_dir("domains", fp) / "stats.parquet").slice(lo, hi - lo)
     rows = dom.label_rows(LLMClient(llm, wh), stats, rnd=rnd, scores_fp=scores_fp, fp=fp, shard=shard,
-                          min_domain_docs=min_domain_docs, overrides=overrides, model=llm.model)
+                          min_domain_docs=min_domain_docs, overrides=overrides, model=llm.model, skip=skip)
     wh.write_shard("domains", fp, shard, rows)
     progress(f"domains r{rnd}", rows.height)
     return {"shard": shard, "skipped": False}
@@ -75,10 +75,11 @@ def _score_round(wh: Warehouse, rid: str, model_row: dict, doc_fps: list[str]) -
 
 
 def _domains_round(wh: Warehouse, rid: str, rnd: int, scores_fp: str, doc_fps: list[str], min_domain_docs: int,
-                   overrides: dict[str, str], llm: LLMSettings) -> tuple[str, dict]:
+                   overrides: dict[str, str], llm: LLMSettings, max_llm_domains: int | None) -> tuple[str, dict]:
     fp = dom.domains_fingerprint(rnd, scores_fp, doc_fps, min_domain_docs=min_domain_docs, n_samples=N_SAMPLES,
                                  chunk=DOMAIN_CHUNK, overrides=overrides, model=llm.model,
-                                 temperature=llm.temperature, max_tokens=llm.max_tokens)
+                                 temperature=llm.temperature, max_tokens=llm.max_tokens,
+                                 max_llm_domains=max_llm_domains)
     stats_path = wh.side_dir("domains", fp) / "stats.parquet"
     if not stats_path.exists():
         write_parquet_atomic(dom.domain_stats(wh, scores_fp, doc_fps, N_SAMPLES), stats_path)
@@ -86,7 +87,9 @@ def _domains_round(wh: Warehouse, rid: str, rnd: int, scores_fp: str, doc_fps: l
     chunks = [(f"{i // DOMAIN_CHUNK:05d}", i, min(i + DOMAIN_CHUNK, stats.height))
               for i in range(0, stats.height, DOMAIN_CHUNK)]
     todo = [c for c in chunks if not wh.has_shard("domains", fp, c[0])]
-    needs_llm = stats.filter((pl.col("docs_recalled") >= min_domain_docs)
+    skip = dom.over_budget(stats, min_domain_docs=min_domain_docs, overrides=overrides,
+                           max_llm_domains=max_llm_domains)
+    needs_llm = stats.filter((pl.col("docs_recalled") >= min_domain_docs) & ~pl.col("domain").is_in(list(skip))
                              & ~dom.normalize_domain_expr("domain").is_in(list(overrides)))
     with wh.stage_run(run_id=rid, stage=dom.STAGE, fingerprint=fp, outputs=["domains", "llm_calls"],
                       params={"round": rnd, "min_domain_docs": min_domain_docs, "model": llm.model,
@@ -95,8 +98,8 @@ def _domains_round(wh: Warehouse, rid: str, rnd: int, scores_fp: str, doc_fps: l
         if todo and needs_llm.height:
             LLMClient(llm, wh).check_server()  # fail fast, before any task, with a clear message
         progress(f"domains r{rnd}", 0, stats.height)
-        futures = [label_task.submit(str(wh.root), rnd, scores_fp, fp, s, lo, hi, min_domain_docs, overrides, llm)
-                   for s, lo, hi in todo]
+        futures = [label_task.submit(str(wh.root), rnd, scores_fp, fp, s, lo, hi, min_domain_docs, overrides, llm,
+                                     skip) for s, lo, hi in todo]
         [f.result() for f in futures]
         sr.add(shards_total=len(chunks), shards_done=len(todo), shards_skipped=len(chunks) - len(todo),
                rows_in=stats.height, rows_out=stats.height)
@@ -114,12 +117,14 @@ def _domains_round(wh: Warehouse, rid: str, rnd: int, scores_fp: str, doc_fps: l
 def recall_flow(data_dir: str | None = None, run_id: str | None = None, seeds: list[str] | None = None,
                 dim: int = 256, epoch: int = 3, word_ngrams: int = 2, lr: float = 1.0, min_count: int = 1,
                 neg_sample: int | None = None, pos_neg_ratio: float = 1.0, threshold: float | None = 0.5,
-                min_domain_docs: int = 1, domain_overrides: str | None = None,
+                min_domain_docs: int = 1, max_llm_domains: int | None = None, domain_overrides: str | None = None,
                 llm: LLMSettings = LLMSettings(), rounds: int = 2) -> dict:
     """Recall educational pages: fastText on seeds, LLM-labelled domains, fastText again.
 
     threshold: score at or above which a document is kept (None: the held-out best-F1 one).
     seeds: seed files (JSONL/JSON/Parquet/text); default: the bundled GSM8K, AQuA-RAT, SVAMP.
+    max_llm_domains: label at most this many domains per round with the LLM (those with the most
+    recalled docs); the rest stay `unlabelled` (label_source over_budget). None: no limit.
     """
     wh = Warehouse(data_dir)
     doc_fps = wh.current_fingerprints("documents")
@@ -130,7 +135,8 @@ def recall_flow(data_dir: str | None = None, run_id: str | None = None, seeds: l
     overrides = dom.load_overrides(domain_overrides)
     run_params = dict(seeds=seeds, dim=dim, epoch=epoch, word_ngrams=word_ngrams, lr=lr, min_count=min_count,
                       neg_sample=neg_sample, pos_neg_ratio=pos_neg_ratio, threshold=threshold,
-                      min_domain_docs=min_domain_docs, domain_overrides=domain_overrides, model=llm.model,
+                      min_domain_docs=min_domain_docs, max_llm_domains=max_llm_domains,
+                      domain_overrides=domain_overrides, model=llm.model,
                       rounds=rounds)
     summary: dict = {"rounds": []}
     domains_fp = None
@@ -146,7 +152,8 @@ def recall_flow(data_dir: str | None = None, run_id: str | None = None, seeds: l
                 sr.add(shards_total=1, shards_done=0 if row["skipped"] else 1, shards_skipped=int(row["skipped"]),
                        rows_out=row["n_pos"] + row["n_neg"])
             scores_fp, counts = _score_round(wh, rid, row, doc_fps)
-            domains_fp, dsum = _domains_round(wh, rid, rnd, scores_fp, doc_fps, min_domain_docs, overrides, llm)
+            domains_fp, dsum = _domains_round(wh, rid, rnd, scores_fp, doc_fps, min_domain_docs, overrides, llm,
+                                              max_llm_domains)
             summary["rounds"].append({
                 "round": rnd, "model_fingerprint": row["fingerprint"], "trained": not row["skipped"],
                 **{k: row[k] for k in ("precision", "recall", "f1", "threshold", "n_pos", "n_neg")},

@@ -80,8 +80,9 @@ def overrides_hash(overrides: dict[str, str]) -> str | None:
 
 def domains_fingerprint(rnd: int, scores_fp: str, doc_fps: list[str], *, min_domain_docs: int, n_samples: int,
                         chunk: int, overrides: dict[str, str], model: str, temperature: float,
-                        max_tokens: int) -> str:
+                        max_tokens: int, max_llm_domains: int | None = None) -> str:
     params = dict(round=rnd, min_domain_docs=min_domain_docs, n_samples=n_samples, chunk=chunk,
+                  max_llm_domains=max_llm_domains,
                   overrides=overrides_hash(overrides), temperature=temperature, max_tokens=max_tokens)
     return fingerprint(STAGE, params=params, code_version=CODE_VERSION, upstream=[scores_fp, *doc_fps],
                        prompt=load_prompt(PROMPT), model=model)
@@ -115,9 +116,20 @@ def user_message(row: dict) -> str:
             f"Top pages (title | address):\n{pages}")
 
 
+def over_budget(stats: pl.DataFrame, *, min_domain_docs: int, overrides: dict[str, str],
+                max_llm_domains: int | None) -> set[str]:
+    """Domains that qualify for the LLM but fall outside the top `max_llm_domains` by recalled docs."""
+    if max_llm_domains is None:
+        return set()
+    ranked = stats.filter((pl.col("docs_recalled") >= min_domain_docs)
+                          & ~normalize_domain_expr("domain").is_in(list(overrides))
+                          ).sort(["docs_recalled", "mean_score", "domain"], descending=[True, True, False])
+    return set(ranked["domain"].slice(max_llm_domains).to_list())
+
+
 def label_rows(client, stats: pl.DataFrame, *, rnd: int, scores_fp: str, fp: str, shard: str, min_domain_docs: int,
-               overrides: dict[str, str], model: str, response_model: type[pydantic.BaseModel] = DomainLabel
-               ) -> pl.DataFrame:
+               overrides: dict[str, str], model: str, response_model: type[pydantic.BaseModel] = DomainLabel,
+               skip: set[str] = frozenset()) -> pl.DataFrame:
     """Label one chunk of domain stats: overrides, then the LLM for the big domains, else unlabelled.
 
     `client` is an LLMClient (anything with its `run`); it is only used when a domain needs the LLM.
@@ -132,6 +144,9 @@ def label_rows(client, stats: pl.DataFrame, *, rnd: int, scores_fp: str, fp: str
         forced = overrides.get(normalize_domain(d))
         if forced:
             out[d] = (forced, "forced by the override file", "override", None)
+        elif d in skip:
+            out[d] = ("unlabelled", "outside the max_llm_domains budget (fewer recalled documents)",
+                      "over_budget", None)
         elif row["docs_recalled"] >= min_domain_docs:
             requests.append(LLMRequest(item_id=d, response_model=response_model, messages=[
                 {"role": "system", "content": system}, {"role": "user", "content": user_message(row)}]))

@@ -334,7 +334,8 @@ class LLMClient:
         parsed, error = parse_reply(req.response_model, reply.raw, reply.finish_reason)
         if parsed is not None:
             return reply, parsed, False
-        if not self.settings.repair_retry:
+        # A reply cut off at max_tokens would be cut off again: asking for a repair only doubles the cost.
+        if not self.settings.repair_retry or reply.finish_reason == "length":
             return _with(reply, status="parse_error", error=error), None, False
         repair = req.messages + [{"role": "assistant", "content": reply.raw or ""},
                                  {"role": "user", "content": REPAIR_PROMPT.format(error=error)}]

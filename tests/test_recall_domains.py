@@ -106,3 +106,16 @@ def test_real_llm_labels_domains_and_bad_replies_are_recorded(recall_r1, llm_ser
     row = bad.row(0, named=True)
     assert (row["label"], row["label_source"]) == ("failed", "failed")
     assert "parse_error" in row["reason"]
+
+
+def test_llm_budget_keeps_the_domains_with_most_recalled_docs():
+    import polars as pl
+
+    from tasks.domains import over_budget
+
+    stats = pl.DataFrame({"domain": ["a.org", "b.org", "c.org", "www.d.org", "e.org"],
+                          "docs_recalled": [5, 1, 3, 9, 0], "mean_score": [0.9, 0.8, 0.7, 0.6, 0.1]})
+    assert over_budget(stats, min_domain_docs=1, overrides={}, max_llm_domains=None) == set()
+    # d.org is forced by an override, e.org is below min_domain_docs: neither counts against the budget.
+    assert over_budget(stats, min_domain_docs=1, overrides={"d.org": "other"}, max_llm_domains=2) == {"b.org"}
+    assert over_budget(stats, min_domain_docs=1, overrides={}, max_llm_domains=1) == {"a.org", "b.org", "c.org"}

@@ -101,7 +101,13 @@ def query(wh: Warehouse, sql: str):
         statements = con.extract_statements(sql)
         for st in statements[:-1]:
             con.execute(st)
-        return con.sql(statements[-1].query).pl()
+        rel = con.sql(statements[-1].query)
+        # polars cannot import INTERVAL columns (e.g. finished_at - started_at): show them as text.
+        intervals = [c for c, t in zip(rel.columns, rel.types) if str(t) == "INTERVAL"]
+        if intervals:
+            rel = rel.project(", ".join(
+                f'CAST("{c}" AS VARCHAR) AS "{c}"' if c in intervals else f'"{c}"' for c in rel.columns))
+        return rel.pl()
     finally:
         con.close()
 

@@ -80,7 +80,7 @@ class EmbeddedServer:
     """llama.cpp (xllamacpp) serving the bundled SmolLM2 on loopback; a context manager."""
 
     def __init__(self, port: int | None = None, *, host: str = "127.0.0.1", n_parallel: int = 4,
-                 n_ctx_per_slot: int = 4096, threads: int | None = None, model_path: str | Path | None = None,
+                 n_ctx_per_slot: int = 8192, threads: int | None = None, model_path: str | Path | None = None,
                  model_name: str = DEFAULT_MODEL, verbose: bool = False):
         self.host, self.port = host, port or free_port(host)
         # One core is left to the pipeline's own process: llama.cpp threads spin on a barrier, and
@@ -288,7 +288,9 @@ def ensure_server(settings: LLMSettings, *, start_embedded: bool = True) -> Iter
     host, port = url.hostname or "127.0.0.1", url.port or DEFAULT_PORT
     if port_in_use(host, port):
         raise ServerUnavailable(unavailable_message([f"something on {host}:{port} is not an LLM server"]))
-    # slots beyond ~8 only add KV cache (about 90 MB each at 4096 tokens) on a small CPU box
+    # slots beyond ~8 only add KV cache (about 180 MB each at 8192 tokens) on a small CPU box
     with EmbeddedServer(port, host=host, n_parallel=min(settings.max_concurrency, 8)):
         check_servers(settings)
-        yield settings
+        # On CPU a queued request can wait minutes; a short timeout would only resend it while
+        # the server still works on the first copy.
+        yield settings.model_copy(update={"timeout_s": max(settings.timeout_s, 900.0)})

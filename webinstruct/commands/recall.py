@@ -27,6 +27,8 @@ def recall(
     auto_threshold: Annotated[bool, typer.Option(help="Use the held-out best-F1 threshold")] = False,
     min_domain_docs: Annotated[int, typer.Option(
         help="Recalled documents a domain needs before the LLM labels it (paper: 1000 at crawl scale)")] = 1,
+    max_llm_domains: Annotated[Optional[int], typer.Option(
+        help="Label at most N domains per round with the LLM (most recalled docs first)")] = None,
     domain_overrides: Annotated[Optional[str], typer.Option(
         help="CSV/JSON file of domain,label (educational|other) that wins over the LLM")] = None,
     rounds: Annotated[int, typer.Option(help="Recall rounds (the paper: 2)")] = 2,
@@ -49,7 +51,7 @@ def recall(
         with ensure_server(settings) as live, ui.progress_bars(console):
             summary = recall_flow(data_dir=str(root), seeds=seeds, dim=dim, epoch=epoch, lr=lr,
                                   word_ngrams=word_ngrams, neg_sample=neg_sample,
-                                  threshold=None if auto_threshold else threshold, min_domain_docs=min_domain_docs,
+                                  threshold=None if auto_threshold else threshold, min_domain_docs=min_domain_docs, max_llm_domains=max_llm_domains,
                                   domain_overrides=domain_overrides, llm=live, rounds=rounds)
     except ServerUnavailable as exc:
         console.print(f"[red]no LLM server:[/] {exc}")

@@ -22,7 +22,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port (stages default to http://127.0.0.1:8088/v1)")] = 8088,
     served_model_name: Annotated[Optional[str], typer.Option(help="Model name clients ask for")] = None,
     parallel: Annotated[int, typer.Option(help="embedded: request slots (continuous batching)")] = 4,
-    ctx: Annotated[int, typer.Option(help="embedded: context tokens per slot")] = 4096,
+    ctx: Annotated[int, typer.Option(help="embedded: context tokens per slot")] = 8192,
     threads: Annotated[Optional[int], typer.Option(help="embedded: CPU threads [default: cores - 1]")] = None,
     tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs per replica")] = 1,
     max_model_len: Annotated[Optional[int], typer.Option(help="vllm: max context length")] = None,
