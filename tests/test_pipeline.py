@@ -11,8 +11,11 @@ def test_pipeline_end_to_end_then_rerun_is_free(prefect_env, llm_server, sample_
 
     data_dir = tmp_path / "wh"
     export_dir = tmp_path / "export"
-    kwargs = dict(paths=[str(sample_crawl)], data_dir=str(data_dir), llm=llm_server, limit_docs=3,
-                  min_domain_docs=2, export_dir=str(export_dir))
+    # Small on purpose (2 CPU cores, a 135M model): few domains to label, short chunks and replies.
+    llm = llm_server.model_copy(update={"max_tokens": 200})
+    kwargs = dict(paths=[str(sample_crawl)], data_dir=str(data_dir), llm=llm, limit_docs=3,
+                  min_domain_docs=1, max_llm_domains=2, chunk_chars=1200, max_chunks=1,
+                  export_dir=str(export_dir))
     summary = pipeline_flow(**kwargs)
     wh = Warehouse(data_dir)
 
@@ -20,6 +23,8 @@ def test_pipeline_end_to_end_then_rerun_is_free(prefect_env, llm_server, sample_
     assert set(stages["status"]) == {"done"}
     assert {"ingest", "recall_train", "recall_score", "extract", "refine", "dedup", "decontaminate"} <= set(stages["stage"])
     assert query(wh, "select count(distinct round) as n from recall_models")["n"][0] == 2
+    sources = query(wh, "select round, label_source, count(*) as n from domains group by all")
+    assert sources.filter(label_source="over_budget").height == 2  # the budget held in both rounds
 
     f = dict(funnel(wh).iter_rows())
     assert f["documents"] >= 150

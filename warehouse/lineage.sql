@@ -8,6 +8,7 @@ WITH recall AS (
 ), extracted AS (
     SELECT doc_id, count(*) FILTER (WHERE status = 'ok') AS pairs_extracted,
            count(*) FILTER (WHERE status = 'failed') AS chunks_failed,
+           count(*) FILTER (WHERE status = 'rejected') AS pairs_rejected,
            any_value(error) FILTER (WHERE error IS NOT NULL) AS extract_error
     FROM qa_extracted GROUP BY doc_id
 ), refined AS (
@@ -27,7 +28,7 @@ WITH recall AS (
 )
 SELECT d.doc_id, d.url, d.domain, d.source_file, d.truncated,
        recall.recall_round, recall.recall_score, recall.recalled,
-       extracted.pairs_extracted, extracted.chunks_failed, extracted.extract_error,
+       extracted.pairs_extracted, extracted.pairs_rejected, extracted.chunks_failed, extracted.extract_error,
        refined.pairs_refined, refined.pairs_duplicate, refined.pairs_contaminated,
        doc_contamination.contaminated_by, coalesce(final.pairs_in_dataset, 0) AS pairs_in_dataset,
        CASE
@@ -36,6 +37,7 @@ SELECT d.doc_id, d.url, d.domain, d.source_file, d.truncated,
            WHEN NOT recall.recalled THEN 'not recalled'
            WHEN extracted.doc_id IS NULL THEN 'recalled, not extracted (yet)'
            WHEN extracted.pairs_extracted = 0 AND extracted.chunks_failed > 0 THEN 'extraction failed'
+           WHEN extracted.pairs_extracted = 0 AND extracted.pairs_rejected > 0 THEN 'pairs rejected (not on the page)'
            WHEN extracted.pairs_extracted = 0 THEN 'no Q-A pairs on the page'
            WHEN coalesce(refined.pairs_refined, 0) = 0 THEN 'refinement failed or pending'
            WHEN doc_contamination.doc_id IS NOT NULL THEN 'page contains benchmark text'

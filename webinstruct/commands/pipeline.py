@@ -40,14 +40,19 @@ def _print_outcome(console: Console, export_dir: Path, seconds: float) -> None:
     from webinstruct import cli, ui
 
     wh = cli.warehouse()
-    ui.print_frame(console, funnel(wh), title=f"funnel (finished in {seconds:.0f} s)")
+    rows = funnel(wh)
+    ui.print_frame(console, rows, title=f"funnel (finished in {seconds:.0f} s)")
+    if dict(rows.iter_rows()).get("extracted") == 0:
+        console.print("[yellow]No pair survived extraction.[/] A 135M model mostly invents questions, which the "
+                      "grounding check rejects (see qa_extracted.status/error). For real pairs, serve a real "
+                      "model: webinstruct serve --engine vllm --model ..., then --base-url.")
     data = os.path.relpath(wh.root)
     console.print(Panel.fit(
         "\n".join([
             f"[bold]dataset[/]     {os.path.relpath(export_dir)}/  (card: {os.path.relpath(export_dir)}/README.md)",
             '[bold]SQL[/]         webinstruct sql "select question, answer, url from dataset limit 5"',
-            '              webinstruct sql "select d.url, r.score, q.status from documents d '
-            'left join recall_scores r using (doc_id) left join qa_extracted q using (doc_id) limit 20"',
+            '              webinstruct sql "select fate, count(*) from doc_lineage group by 1"',
+            '              webinstruct sql "select status, error, question from qa_extracted"',
             "              webinstruct tables      (every table; <name>_all holds every version)",
             f"[bold]DuckDB[/]      duckdb -readonly {data}/catalog.duckdb",
             "[bold]status[/]      webinstruct status",
