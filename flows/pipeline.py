@@ -8,12 +8,14 @@ does the new files' work, and a rerun with another prompt or model adds a versio
 from __future__ import annotations
 
 from prefect import flow
+from prefect.artifacts import create_table_artifact
 
 from flows.curate import curate_flow
 from flows.ingest import ingest_flow
 from flows.mine import mine_flow
 from flows.recall import recall_flow
 from flows.runtime import pipeline_run
+from tasks.export import funnel
 from tasks.llm_client import LLMSettings
 from warehouse import Warehouse
 
@@ -49,4 +51,7 @@ def pipeline_flow(
                                     max_chunks=max_chunks)
         summary["curate"] = curate_flow(data_dir=data_dir, run_id=run_id, export_dir=export_dir,
                                         export_format=export_format)
+    # The funnel shows on the flow run's page in the Prefect UI.
+    create_table_artifact(key="funnel", table=funnel(wh).to_dicts(),
+                          description=f"documents -> clean pairs, run {run_id}")
     return summary

@@ -213,7 +213,6 @@ def test_concurrent_shards_in_threads_share_the_concurrency_limit(fake_llm, tmp_
 
 
 def test_server_gone_for_good_stops_the_run_and_a_rerun_resumes(fake_llm, data_dir):
-    import pytest
 
     from tasks.llm_client import ServerUnavailable
 
