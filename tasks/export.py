@@ -133,10 +133,10 @@ def dataset_card(wh: Warehouse, df: pl.DataFrame, fmt: str) -> str:
     fun = funnel(wh)
     crawls = wh.scan("crawl_files").filter(pl.col("status") == "ok").group_by("crawl").agg(
         pl.len().alias("files"), pl.col("docs_kept").sum().alias("documents")).sort("crawl").collect()
-    refined = wh.scan("qa_refined").filter(pl.col("status") == "ok")
-    models = refined.group_by("model", "prompt_fingerprint").agg(pl.len().alias("pairs")).sort("model").collect()
-    extract = wh.scan("qa_extracted").filter(pl.col("status") == "ok").group_by(
-        "model", "prompt_fingerprint").agg(pl.len().alias("pairs")).sort("model").collect()
+    # Every model that ran is listed, also one whose pairs were all rejected or failed.
+    ok_pairs = [pl.len().alias("rows"), (pl.col("status") == "ok").sum().alias("pairs")]
+    models = wh.scan("qa_refined").group_by("model", "prompt_fingerprint").agg(ok_pairs).sort("model").collect()
+    extract = wh.scan("qa_extracted").group_by("model", "prompt_fingerprint").agg(ok_pairs).sort("model").collect()
     contam = wh.scan("qa_contamination").group_by("level", "benchmark").agg(
         pl.col("id").n_unique().alias("items_removed")).sort("level", "benchmark").collect()
     dedup = _stage_settings(wh, "qa_duplicates")
