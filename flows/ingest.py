@@ -57,6 +57,7 @@ def ingest_flow(paths: list[str], data_dir: str | None = None, shard_size: int =
                     rows.append(done.result())
                     progress("files", 1)
                     progress("documents", rows[-1]["docs_kept"])
+        progress("documents", 0, sum(r["docs_kept"] for r in rows))  # the count is known now: the bar stops
         sr.add(shards_total=len(files), shards_done=len(todo), shards_skipped=len(files) - len(todo),
                rows_in=sum(r["records_read"] for r in rows), rows_out=sum(r["docs_kept"] for r in rows))
     write_catalog(wh)
