@@ -13,6 +13,8 @@ decontamination settings): `datasets.load_dataset("parquet", data_dir=OUT)` load
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
 from pathlib import Path
 
 import polars as pl
@@ -113,19 +115,27 @@ def export_dataset(wh: Warehouse, out_dir: str | Path, fmt: str = "parquet", row
     """Write the current `dataset` as a Hugging Face datasets directory with a dataset card."""
     if fmt not in ("parquet", "jsonl"):
         raise ValueError("format must be parquet or jsonl")
-    out = Path(out_dir)
-    data = out / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    for old in data.glob("train-*"):  # a re-export replaces the previous files
-        old.unlink()
-    df = wh.scan("dataset").drop("fingerprint").sort("refined_id").collect()
-    n_files = max(1, -(-df.height // rows_per_file))
-    for i in range(n_files):
-        part = df.slice(i * rows_per_file, rows_per_file)
-        path = data / f"train-{i:05d}-of-{n_files:05d}.{fmt}"
-        part.write_parquet(path) if fmt == "parquet" else part.write_ndjson(path)
-    card = dataset_card(wh, df, fmt)
-    (out / "README.md").write_text(card)
+    out = Path(out_dir).resolve()
+    # Built beside the target and swapped in with renames: a reader (or a crash) never sees a
+    # half-written export, and a re-export replaces the previous one whole.
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    data = tmp / "data"
+    data.mkdir(parents=True)
+    try:
+        df = wh.scan("dataset").drop("fingerprint").sort("refined_id").collect()
+        n_files = max(1, -(-df.height // rows_per_file))
+        for i in range(n_files):
+            part = df.slice(i * rows_per_file, rows_per_file)
+            path = data / f"train-{i:05d}-of-{n_files:05d}.{fmt}"
+            part.write_parquet(path) if fmt == "parquet" else part.write_ndjson(path)
+        (tmp / "README.md").write_text(dataset_card(wh, df, fmt))
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"out_dir": str(out), "rows": df.height, "files": n_files, "format": fmt}
 
 
