@@ -22,10 +22,9 @@ import time
 import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Iterator
 
 import httpx
-import typer
 
 from tasks import llm_client
 from tasks.llm_client import DEFAULT_MODEL, LLMSettings, ServerUnavailable, check_servers, \
@@ -242,16 +241,6 @@ def gguf_to_hf(gguf: str | Path, out_dir: str | Path, python: str | None = None)
     if not (out / "config.json").exists():
         subprocess.run([python or sys.executable, "-c", _CONVERT, str(gguf), str(out)], check=True)
     return out
-
-
-# Options a stage command can declare as-is, then pass to settings_from_cli(base_url, model, concurrency).
-BaseUrlOption = Annotated[Optional[list[str]], typer.Option(
-    "--base-url", envvar="WEBINSTRUCT_LLM_BASE_URL",
-    help="OpenAI-compatible server(s), e.g. http://gpu1:8000/v1; repeat for replicas [default: the "
-         "embedded server at http://127.0.0.1:8088/v1, started if down]")]
-ModelOption = Annotated[Optional[str], typer.Option("--model", envvar="WEBINSTRUCT_LLM_MODEL",
-                                                    help="Served model name [default: SmolLM2-135M-Instruct]")]
-ConcurrencyOption = Annotated[Optional[int], typer.Option("--concurrency", help="LLM requests in flight in total")]
 
 
 def settings_from_cli(base_url: list[str] | None = None, model: str | None = None,

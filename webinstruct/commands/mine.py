@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from webinstruct.options import BaseUrlOption, ConcurrencyOption, ModelOption, llm_session
+
 console = Console(stderr=True)
 
 
@@ -14,12 +16,11 @@ def register(app: typer.Typer) -> None:
 
 
 def mine(
-    base_url: Annotated[Optional[list[str]], typer.Option(
-        help="OpenAI-compatible server, repeatable (replicas) (default: the embedded SmolLM2, started when down)")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Extraction model name as the server knows it")] = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
     refine_model: Annotated[Optional[list[str]], typer.Option(
         help="Refiner model, repeatable: each gives its own qa_refined version (default: --model)")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight per stage")] = None,
+    concurrency: ConcurrencyOption = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="Reply token limit per request")] = None,
     limit_docs: Annotated[Optional[int], typer.Option(help="Only the first N recalled documents")] = None,
     recall_fingerprint: Annotated[Optional[str], typer.Option(
@@ -33,20 +34,12 @@ def mine(
 
     root = prefect_ready()
     from flows.mine import mine_flow
-    from tasks.llm_client import ServerUnavailable
-    from webinstruct import ui
-    from webinstruct.llm_server import ensure_server, settings_from_cli
 
-    settings = settings_from_cli(base_url, model, concurrency, max_tokens=max_tokens)
-    refiners = [settings.model_copy(update={"model": m}) for m in refine_model] if refine_model else None
-    try:
-        with ensure_server(settings) as live, ui.progress_bars(console):
-            summary = mine_flow(data_dir=str(root), recall_fingerprint=recall_fingerprint, limit_docs=limit_docs,
-                                extract_llm=live, refine_llms=refiners, chunk_chars=chunk_chars,
-                                max_chunks=max_chunks, refine=refine)
-    except ServerUnavailable as exc:
-        console.print(f"[red]no LLM server:[/] {exc}")
-        raise typer.Exit(1)
+    with llm_session(console, base_url, model, concurrency, max_tokens=max_tokens) as live:
+        refiners = [live.model_copy(update={"model": m}) for m in refine_model] if refine_model else None
+        summary = mine_flow(data_dir=str(root), recall_fingerprint=recall_fingerprint, limit_docs=limit_docs,
+                            extract_llm=live, refine_llms=refiners, chunk_chars=chunk_chars,
+                            max_chunks=max_chunks, refine=refine)
     print_summary(summary)
 
 

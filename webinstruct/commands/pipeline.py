@@ -12,25 +12,22 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
+from webinstruct.options import BaseUrlOption, ModelOption, llm_session
+
 SAMPLE_CRAWL = Path(__file__).resolve().parents[2] / "data" / "sample" / "crawl"
 
-BaseUrl = Annotated[Optional[list[str]], typer.Option(
-    "--base-url", help="OpenAI-compatible server(s) to use; default: start the embedded one")]
-Model = Annotated[Optional[str], typer.Option("--model", help="Served model name for extraction")]
 RefineModel = Annotated[Optional[list[str]], typer.Option(
     "--refine-model", help="Refiner model(s), one version each; default: the extraction model")]
 
 
 def _run_pipeline(console: Console, paths: list[str], base_url, model, refine_model, limit_docs,
                   export_dir: Path, **options) -> dict:
-    from webinstruct import cli, ui
+    from webinstruct import cli
 
     root = cli.prefect_ready()
     from flows.pipeline import pipeline_flow
-    from webinstruct.llm_server import ensure_server, settings_from_cli
 
-    settings = settings_from_cli(base_url, model, None, **options.pop("llm", {}))
-    with ensure_server(settings) as live, ui.progress_bars(console):
+    with llm_session(console, base_url, model, None, **options.pop("llm", {})) as live:
         return pipeline_flow(paths=paths, data_dir=str(root), llm=live, refine_models=refine_model,
                              limit_docs=limit_docs, export_dir=str(export_dir), **options)
 
@@ -65,7 +62,7 @@ def _print_outcome(console: Console, export_dir: Path, seconds: float) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def run(paths: Annotated[list[str], typer.Argument(help="WARC/WET files, folders, globs or fsspec URLs")],
-            base_url: BaseUrl = None, model: Model = None, refine_model: RefineModel = None,
+            base_url: BaseUrlOption = None, model: ModelOption = None, refine_model: RefineModel = None,
             limit_docs: Annotated[Optional[int], typer.Option(help="Extract from at most N recalled docs")] = None,
             export_dir: Annotated[Optional[Path], typer.Option(help="Where to write the dataset")] = None) -> None:
         """Run the whole pipeline: ingest -> recall -> extract -> refine -> dedup -> decontaminate -> export."""
@@ -99,7 +96,7 @@ def register(app: typer.Typer) -> None:
     def schedule(paths: Annotated[list[str], typer.Argument(help="Crawl folder(s)/URL(s) to watch")],
                  cron: Annotated[str, typer.Option(help="Cron schedule")] = "0 3 * * *",
                  name: Annotated[str, typer.Option(help="Deployment name")] = "webinstruct-scheduled",
-                 base_url: BaseUrl = None, model: Model = None) -> None:
+                 base_url: BaseUrlOption = None, model: ModelOption = None) -> None:
         """Serve the pipeline as a scheduled Prefect deployment (needs a Prefect server: `webinstruct ui`)."""
         from webinstruct import cli
 

@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from webinstruct.options import BaseUrlOption, ConcurrencyOption, ModelOption, llm_session
+
 console = Console(stderr=True)
 
 
@@ -32,30 +34,23 @@ def recall(
     domain_overrides: Annotated[Optional[str], typer.Option(
         help="CSV/JSON file of domain,label (educational|other) that wins over the LLM")] = None,
     rounds: Annotated[int, typer.Option(help="Recall rounds (the paper: 2)")] = 2,
-    base_url: Annotated[Optional[list[str]], typer.Option(
-        help="OpenAI-compatible server, repeatable [default: embedded SmolLM2, started if down]")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Domain-labelling model name as the server knows it")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="LLM requests in flight")] = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    concurrency: ConcurrencyOption = None,
 ) -> None:
     """Score every ingested page with fastText, label domains with an LLM, retrain, rescore."""
     from webinstruct.cli import prefect_ready
 
     root = prefect_ready()
     from flows.recall import recall_flow
-    from tasks.llm_client import ServerUnavailable
-    from webinstruct import ui
-    from webinstruct.llm_server import ensure_server, settings_from_cli
 
-    settings = settings_from_cli(base_url, model, concurrency)
     try:
-        with ensure_server(settings) as live, ui.progress_bars(console):
+        with llm_session(console, base_url, model, concurrency) as live:
             summary = recall_flow(data_dir=str(root), seeds=seeds, dim=dim, epoch=epoch, lr=lr,
                                   word_ngrams=word_ngrams, neg_sample=neg_sample,
-                                  threshold=None if auto_threshold else threshold, min_domain_docs=min_domain_docs, max_llm_domains=max_llm_domains,
+                                  threshold=None if auto_threshold else threshold, min_domain_docs=min_domain_docs,
+                                  max_llm_domains=max_llm_domains,
                                   domain_overrides=domain_overrides, llm=live, rounds=rounds)
-    except ServerUnavailable as exc:
-        console.print(f"[red]no LLM server:[/] {exc}")
-        raise typer.Exit(1)
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[red]recall failed:[/] {exc}")
         raise typer.Exit(2)
