@@ -53,15 +53,17 @@ def _union(wh: Warehouse, table: str, fps: list[str]) -> str:
 
 def view_statements(wh: Warehouse) -> list[str]:
     stmts = []
+    stage_runs = wh.manifest("stage_runs")  # read once, not once per table
     for name, spec in TABLES.items():
         if spec.manifest:
             files = list(wh.manifest_dir(name).glob("*.parquet"))
             src = wh.manifest_dir(name) / "*.parquet" if files else wh.empty_file(name)
             stmts.append(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_q(src)}, union_by_name=true)")
             continue
-        current = [fp for fp in wh.current_fingerprints(name) if fp in wh.versions(name)]
+        versions = wh.versions(name)
+        current = [fp for fp in wh.current_fingerprints(name, stage_runs) if fp in versions]
         stmts.append(f"CREATE OR REPLACE VIEW {name} AS {_union(wh, name, current)}")
-        stmts.append(f"CREATE OR REPLACE VIEW {name}_all AS {_union(wh, name, wh.versions(name))}")
+        stmts.append(f"CREATE OR REPLACE VIEW {name}_all AS {_union(wh, name, versions)}")
     stmts.append(LINEAGE_SQL)
     return stmts
 

@@ -143,13 +143,15 @@ class Warehouse:
             return self.spec(table).empty()
         return pl.read_parquet(files)
 
-    def current_fingerprints(self, table: str) -> list[str]:
+    def current_fingerprints(self, table: str, stage_runs: pl.DataFrame | None = None) -> list[str]:
         """The versions written by the newest finished run that wrote `table`.
 
         A run can write several versions of one table on purpose (two refiner models, two
         recall rounds); all of them are current. Before any run finished, every version is.
+        Pass `stage_runs` (the manifest, read once) when asking for many tables.
         """
-        runs = self.manifest("stage_runs").explode("outputs").filter(
+        runs = self.manifest("stage_runs") if stage_runs is None else stage_runs
+        runs = runs.explode("outputs").filter(
             (pl.col("outputs") == table) & (pl.col("status") == "done")
         )
         existing = set(self.versions(table))

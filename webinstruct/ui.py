@@ -60,19 +60,19 @@ def print_status(console: Console, wh: Warehouse) -> None:
     table = Table(title=f"warehouse {wh.root}")
     for col in ("table", "version", "current", "rows", "shards"):
         table.add_column(col, justify="right" if col in ("rows", "shards") else "left")
+    stage_runs = wh.manifest("stage_runs")
     for name, spec in TABLES.items():
         if spec.manifest:
             table.add_row(name, "-", "", str(wh.manifest(name).height), "")
             continue
-        current = set(wh.current_fingerprints(name))
+        current = set(wh.current_fingerprints(name, stage_runs))
         for fp in wh.versions(name) or ["-"]:
             rows = 0 if fp == "-" else wh.scan(name, fp).select(pl.len()).collect().item()
             shards = 0 if fp == "-" else len(wh.shard_ids(name, fp))
             table.add_row(name, fp, "yes" if fp in current else "", str(rows), str(shards))
     console.print(table)
-    runs = wh.manifest("stage_runs")
-    if runs.height:
-        last = runs.sort("started_at", descending=True).head(10).select(
+    if stage_runs.height:
+        last = stage_runs.sort("started_at", descending=True).head(10).select(
             "stage", "fingerprint", "status", "shards_done", "shards_skipped", "rows_out", "started_at", "error")
         print_frame(console, last, title="latest stage runs")
 
