@@ -12,7 +12,7 @@ from typing import Literal
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.runtime import pipeline_run, progress
+from flows.runtime import pipeline_run, progress, total
 from tasks import decontaminate as decon
 from tasks import dedup, export
 from warehouse import Warehouse
@@ -42,10 +42,6 @@ def dataset_task(data_dir: str, out_fp: str, refined_fp: str, shard: str, dedup_
     return res
 
 
-def _sum(results: list[dict], key: str) -> int:
-    return sum(int(r.get(key, 0)) for r in results)
-
-
 @flow(name="curate", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def curate_flow(data_dir: str | None = None, run_id: str | None = None,
                 fields: Literal["question", "question+answer"] = "question", shingle_size: int = 3,
@@ -73,6 +69,13 @@ def curate_flow(data_dir: str | None = None, run_id: str | None = None,
                        decontaminate_documents=decontaminate_documents, export_dir=export_dir)
     summary: dict = {"dedup_fingerprint": dedup_fp, "decontaminate_fingerprint": decon_fp,
                      "dataset_fingerprint": data_fp}
+    n_refined = sum(len(wh.shard_ids("qa_refined", fp)) for fp in refined_fps)
+    n_docs = sum(len(wh.shard_ids("documents", fp)) for fp in doc_fps) if decontaminate_documents else 0
+
+    def counts(todo: list, n_all: int, res: list[dict], out_key: str) -> dict:
+        return dict(shards_total=n_all, shards_done=len(todo), shards_skipped=n_all - len(todo),
+                    rows_in=total(res, "rows_in"), rows_out=total(res, out_key))
+
     with pipeline_run(wh, "curate", flow_params, run_id) as rid:
         dedup_settings = {k: v for k, v in vars(dp).items() if k != "batch_rows"}
         with wh.stage_run(run_id=rid, stage=dedup.STAGE, fingerprint=dedup_fp,
@@ -82,9 +85,8 @@ def curate_flow(data_dir: str | None = None, run_id: str | None = None,
             progress("dedup", 0, len(todo))
             # sequential on purpose: each batch is checked against what the earlier ones kept
             res = [dedup_batch_task(root, dp, dedup_fp, batch) for batch in dedup.plan_batches(wh, todo, dp.batch_rows)]
-            sr.add(shards_total=len(todo), shards_done=len(todo), rows_in=_sum(res, "rows_in"),
-                   rows_out=_sum(res, "kept"))
-            summary.update(pairs=_sum(res, "rows_in"), duplicates_dropped=_sum(res, "dropped"))
+            sr.add(**counts(todo, n_refined, res, "kept"))
+            summary.update(pairs=total(res, "rows_in"), duplicates_dropped=total(res, "dropped"))
 
         with wh.stage_run(run_id=rid, stage=decon.STAGE, fingerprint=decon_fp, outputs=[decon.TABLE],
                           params=cp.settings(), upstream=decon_up, code_version=decon.CODE_VERSION) as sr:
@@ -92,8 +94,7 @@ def curate_flow(data_dir: str | None = None, run_id: str | None = None,
             progress("decontaminate", 0, len(todo))
             futures = [decontaminate_task.submit(root, cp, decon_fp, k, fp, s) for k, fp, s in todo]
             res = [f.result() for f in futures]
-            sr.add(shards_total=len(todo), shards_done=len(todo), rows_in=_sum(res, "rows_in"),
-                   rows_out=_sum(res, "contaminated"))
+            sr.add(**counts(todo, n_refined + n_docs, res, "contaminated"))
             summary.update(
                 contaminated_pairs=sum(r["contaminated"] for r in res if r["kind"] == "pair"),
                 contaminated_documents=sum(r["contaminated"] for r in res if r["kind"] == "document"))
@@ -107,8 +108,7 @@ def curate_flow(data_dir: str | None = None, run_id: str | None = None,
             progress("dataset", 0, len(todo))
             futures = [dataset_task.submit(root, data_fp, fp, s, dedup_fp, decon_fp, doc_fps) for fp, s in todo]
             res = [f.result() for f in futures]
-            sr.add(shards_total=len(todo), shards_done=len(todo), rows_in=_sum(res, "rows_in"),
-                   rows_out=_sum(res, "rows_out"))
+            sr.add(**counts(todo, n_refined, res, "rows_out"))
     write_catalog(wh)
     if export_dir:
         summary["export"] = export.export_dataset(wh, export_dir, export_format)

@@ -14,7 +14,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.runtime import pipeline_run, progress
+from flows.runtime import pipeline_run, progress, total
 from tasks import extract as ex
 from tasks import refine as rf
 from tasks.llm_client import LLMClient, LLMSettings
@@ -49,10 +49,6 @@ def _status_counts(wh: Warehouse, table: str, fp: str, shards: list[str]) -> dic
         return {}
     counts = pl.read_parquet(files, columns=["status"])["status"].value_counts()
     return dict(zip(counts["status"].to_list(), counts["count"].to_list()))
-
-
-def _sum(stats: list[dict], key: str) -> int:
-    return sum(int(s.get(key) or 0) for s in stats)
 
 
 @flow(name="mine", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -114,8 +110,8 @@ def mine_flow(data_dir: str | None = None, run_id: str | None = None, recall_fin
                    rows_in=inp.n_docs, rows_out=sum(counts.values()))
         summary["extract"] = {
             "fingerprint": xfp, "model": extract_llm.model, "shards": len(shards),
-            "shards_skipped": len(shards) - len(x_todo), "chunks": _sum(xstats, "chunks"),
-            "calls": _sum(xstats, "calls"), "cached": _sum(xstats, "cached"),
+            "shards_skipped": len(shards) - len(x_todo), "chunks": total(xstats, "chunks"),
+            "calls": total(xstats, "calls"), "cached": total(xstats, "cached"),
             "pairs": counts.get("ok", 0), "no_pairs": counts.get("no_pairs", 0),
             "failed": counts.get("failed", 0), "rejected": counts.get("rejected", 0),
             "docs_with_pairs": _docs_with_pairs(wh, xfp, shards),
@@ -136,8 +132,8 @@ def mine_flow(data_dir: str | None = None, run_id: str | None = None, recall_fin
                        rows_in=summary["extract"]["pairs"], rows_out=sum(counts.values()))
             summary["refine"].append({
                 "fingerprint": fp, "model": settings.model, "temperature": settings.temperature,
-                "shards_skipped": len(shards) - len(todo), "calls": _sum(rstats, "calls"),
-                "cached": _sum(rstats, "cached"), "ok": counts.get("ok", 0), "failed": counts.get("failed", 0),
+                "shards_skipped": len(shards) - len(todo), "calls": total(rstats, "calls"),
+                "cached": total(rstats, "cached"), "ok": counts.get("ok", 0), "failed": counts.get("failed", 0),
             })
     write_catalog(wh)
     return summary

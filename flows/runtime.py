@@ -62,3 +62,8 @@ def pipeline_run(wh: Warehouse, flow: str, params: dict[str, Any], run_id: str |
         wh.finish_run(rid, "failed", f"{type(exc).__name__}: {exc}")
         raise
     wh.finish_run(rid, "done")
+
+
+def total(results: list[dict], key: str) -> int:
+    """Sum one counter over task results (missing or None counts as 0)."""
+    return sum(int(r.get(key) or 0) for r in results)
