@@ -1,24 +1,30 @@
 """Flow `recall`: seeds + documents -> two rounds of (train, score, label domains).
 
-Round r: `recall_train` (one task) -> `recall_score` (one task per documents shard) ->
-`domains` (one aggregation, then one LLM task per chunk of domains). Round 2 trains on the
-domains round 1 labelled. Every stage output is fingerprinted, so a rerun with the same
-settings skips everything, and a changed setting (threshold, dim, prompt, model, overrides)
-writes new versions beside the old ones. The extraction stage reads the round-2 scores.
+Round r: `recall_train` (one task, or none when the pinned model exists) -> `recall_score` (one
+task per documents shard not scored yet) -> `domains` (one aggregation, then one LLM task per
+chunk of new domains). Round 2 trains on the domains round 1 labelled.
+
+Incremental: models are trained once per settings and pinned (`retrain` policy), so a new crawl
+segment is only scored (its shards appended to the same recall_scores version) and only its new
+domains are labelled. A changed setting (threshold, dim, prompt, model, overrides) or an explicit
+retrain writes new versions beside the old ones, backfilled over every segment.
 """
-from __future__ import annotations
+from typing import Optional
 
 import polars as pl
 import pyarrow.parquet as pq
+from pydantic import Field
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.runtime import pipeline_run, progress
+from flows.runtime import pipeline_run, progress, run_logger, run_shards, stage
+from flows.settings import DomainSettings, RecallSettings
 from tasks import domains as dom
 from tasks import recall_score as rs
 from tasks import recall_train as rt
 from tasks.llm_client import LLMClient, LLMSettings
-from warehouse import Warehouse
+from warehouse import Warehouse, content_hash
 from warehouse.catalog import write_catalog
 from warehouse.store import write_parquet_atomic
 
@@ -28,8 +34,8 @@ N_SAMPLES = 5  # top pages per domain shown to the LLM
 
 @task(name="recall-train")
 def train_task(data_dir: str, rnd: int, params: rt.TrainParams, doc_fps: list[str], seeds: list[str] | None,
-               domains_fp: str | None) -> dict:
-    row = rt.train_round(Warehouse(data_dir), rnd, params, doc_fps, seeds, domains_fp)
+               domains_fp: str | None, retrain: str) -> dict:
+    row = rt.train_round(Warehouse(data_dir), rnd, params, doc_fps, seeds, domains_fp, retrain)
     row.pop("trained_at", None)
     return row
 
@@ -41,71 +47,109 @@ def score_task(data_dir: str, model: rs.ScoringModel, doc_fp: str, shard: str, o
     return res
 
 
-@task(name="domains-label-shard", retries=1, retry_delay_seconds=2)
-def label_task(data_dir: str, rnd: int, scores_fp: str, fp: str, shard: str, lo: int, hi: int,
+@task(name="domains-label-shard", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def label_task(data_dir: str, rnd: int, scores_fp: str, fp: str, shard: str, stats: pl.DataFrame,
                min_domain_docs: int, overrides: dict[str, str], llm: LLMSettings, skip: set[str]) -> dict:
     wh = Warehouse(data_dir)
     if wh.has_shard("domains", fp, shard):
         return {"shard": shard, "skipped": True}
-    stats = pl.read_parquet(wh.side_dir("domains", fp) / "stats.parquet").slice(lo, hi - lo)
     rows = dom.label_rows(LLMClient(llm, wh), stats, rnd=rnd, scores_fp=scores_fp, fp=fp, shard=shard,
                           min_domain_docs=min_domain_docs, overrides=overrides, model=llm.model, skip=skip)
     wh.write_shard("domains", fp, shard, rows)
     progress(f"domains r{rnd}", rows.height)
-    return {"shard": shard, "skipped": False}
+    return {"shard": shard, "skipped": False, "rows": rows.height}
+
+
+def _train_round(wh: Warehouse, rid: str, rnd: int, params: rt.TrainParams, doc_fps: list[str],
+                 seeds: list[str] | None, domains_fp: str | None, retrain: str) -> dict:
+    line = rt.line_key(rnd, params, doc_fps, seeds, domains_fp)
+    key = rt.choose_train_key(wh, line, doc_fps, retrain)
+    fp = rt.model_fingerprint(key, params.threshold)
+    with stage(wh, run_id=rid, name=rt.STAGE, fingerprint=fp, outputs=["recall_models", "recall_examples"],
+               params={**params.training_settings(), "round": rnd, "threshold": params.threshold, "retrain": retrain},
+               upstream=[*doc_fps] + ([domains_fp] if domains_fp else []), code_version=rt.CODE_VERSION) as sr:
+        if wh.has_shard("recall_models", fp, "model"):  # pinned: no task at all
+            row = wh.read_shard("recall_models", fp, "model").to_dicts()[0] | {"fingerprint": fp, "skipped": True}
+        else:
+            row = train_task(str(wh.root), rnd, params, doc_fps, seeds, domains_fp, retrain)
+        sr.add(shards_total=1, shards_done=0 if row["skipped"] else 1, shards_skipped=int(row["skipped"]),
+               rows_out=0 if row["skipped"] else row["n_pos"] + row["n_neg"])
+    return row
 
 
 def _score_round(wh: Warehouse, rid: str, model_row: dict, doc_fps: list[str]) -> tuple[str, dict]:
     model = rs.ScoringModel.from_row(model_row)
     out_fp = rs.scores_fingerprint(model.fingerprint, doc_fps)
     shards = [(fp, s) for fp in doc_fps for s in wh.shard_ids("documents", fp)]
-    todo = [(fp, s) for fp, s in shards if not wh.has_shard("recall_scores", out_fp, s)]
-    progress(f"recall r{model.round} docs", 0, sum(
-        pq.ParquetFile(wh.shard_path("documents", fp, s)).metadata.num_rows for fp, s in todo))
-    with wh.stage_run(run_id=rid, stage=rs.STAGE, fingerprint=out_fp, outputs=["recall_scores"],
-                      params={"round": model.round, "threshold": model.threshold}, upstream=[model.fingerprint, *doc_fps],
-                      code_version=rs.CODE_VERSION) as sr:
-        futures = [score_task.submit(str(wh.root), model, fp, s, out_fp) for fp, s in todo]
-        done = [f.result() for f in futures]
+    done = set(wh.shard_ids("recall_scores", out_fp))
+    todo = [(fp, s) for fp, s in shards if s not in done]
+    label = f"recall r{model.round} docs"
+    progress(label, 0, sum(pq.ParquetFile(wh.shard_path("documents", fp, s)).metadata.num_rows for fp, s in todo))
+    with stage(wh, run_id=rid, name=rs.STAGE, fingerprint=out_fp, outputs=["recall_scores"],
+               params={"round": model.round, "threshold": model.threshold}, upstream=[model.fingerprint, *doc_fps],
+               code_version=rs.CODE_VERSION) as sr:
+        res = run_shards(score_task, [(str(wh.root), model, fp, s, out_fp) for fp, s in todo],
+                         f"recall round {model.round}: scoring documents shards")
+        kept = sum(r["kept"] or 0 for r in res)
         sr.add(shards_total=len(shards), shards_done=len(todo), shards_skipped=len(shards) - len(todo),
-               rows_in=sum(r["rows"] for r in done), rows_out=sum(r["rows"] for r in done))
+               rows_in=sum(r["rows"] for r in res), rows_out=sum(r["rows"] for r in res))
+        if res:
+            sr.reasons = {"kept": kept, "not kept": sum(r["rows"] for r in res) - kept}
     counts = wh.scan("recall_scores", out_fp).select(
         docs_scored=pl.len(), docs_kept=pl.col("kept").sum()).collect().row(0, named=True)
+    if todo:
+        publish_histogram(wh, out_fp, model.round, model.threshold)
     return out_fp, counts
 
 
-def _domains_round(wh: Warehouse, rid: str, rnd: int, scores_fp: str, doc_fps: list[str], min_domain_docs: int,
-                   overrides: dict[str, str], llm: LLMSettings, max_llm_domains: int | None) -> tuple[str, dict]:
-    fp = dom.domains_fingerprint(rnd, scores_fp, doc_fps, min_domain_docs=min_domain_docs, n_samples=N_SAMPLES,
-                                 chunk=DOMAIN_CHUNK, overrides=overrides, model=llm.model,
-                                 temperature=llm.temperature, max_tokens=llm.max_tokens,
-                                 max_llm_domains=max_llm_domains)
-    stats_path = wh.side_dir("domains", fp) / "stats.parquet"
-    if not stats_path.exists():
-        write_parquet_atomic(dom.domain_stats(wh, scores_fp, doc_fps, N_SAMPLES), stats_path)
-    stats = pl.read_parquet(stats_path)
-    chunks = [(f"{i // DOMAIN_CHUNK:05d}", i, min(i + DOMAIN_CHUNK, stats.height))
-              for i in range(0, stats.height, DOMAIN_CHUNK)]
-    todo = [c for c in chunks if not wh.has_shard("domains", fp, c[0])]
-    skip = dom.over_budget(stats, min_domain_docs=min_domain_docs, overrides=overrides,
-                           max_llm_domains=max_llm_domains)
-    needs_llm = stats.filter((pl.col("docs_recalled") >= min_domain_docs) & ~pl.col("domain").is_in(list(skip))
-                             & ~dom.normalize_domain_expr("domain").is_in(list(overrides)))
-    with wh.stage_run(run_id=rid, stage=dom.STAGE, fingerprint=fp, outputs=["domains", "llm_calls"],
-                      params={"round": rnd, "min_domain_docs": min_domain_docs, "model": llm.model,
-                              "overrides": dom.overrides_hash(overrides)},
-                      upstream=[scores_fp, *doc_fps], code_version=dom.CODE_VERSION) as sr:
-        if todo and needs_llm.height:
+def publish_histogram(wh: Warehouse, scores_fp: str, rnd: int, threshold: float, bins: int = 10) -> None:
+    """The score distribution of a round as a Prefect table artifact (is recall separating anything?)."""
+    from flows.runtime import publish_table
+
+    hist = (wh.scan("recall_scores", scores_fp)
+            .select((pl.col("score") * bins).floor().clip(0, bins - 1).cast(pl.Int32).alias("bin"))
+            .group_by("bin").len().collect())
+    counts = dict(zip(hist["bin"].to_list(), hist["len"].to_list()))
+    table = [{"score": f"{b / bins:.1f}-{(b + 1) / bins:.1f}", "documents": counts.get(b, 0),
+              "recalled": "yes" if b / bins >= threshold else ""} for b in range(bins)]
+    publish_table(f"recall-r{rnd}-scores", table, f"round {rnd} score histogram (threshold {threshold:.2f})")
+
+
+def _domains_round(wh: Warehouse, rid: str, rnd: int, scores_fp: str, doc_fps: list[str], ds: DomainSettings,
+                   overrides: dict[str, str], llm: LLMSettings) -> tuple[str, dict]:
+    fp = dom.domains_fingerprint(rnd, scores_fp, doc_fps, min_domain_docs=ds.min_domain_docs, n_samples=N_SAMPLES,
+                                 overrides=overrides, model=llm.model, temperature=llm.temperature,
+                                 max_tokens=llm.max_tokens)
+    stats = dom.domain_stats(wh, scores_fp, doc_fps, N_SAMPLES)
+    prev = dom.latest_labels(wh, fp)
+    todo, skip = dom.pending_domains(stats, prev, min_domain_docs=ds.min_domain_docs, overrides=overrides,
+                                     max_llm_domains=ds.max_llm_domains)
+    # Shards are named by their order and their domains: a killed run that picks the same domains
+    # again resumes the same shards (and LLM journals).
+    base = len(wh.shard_ids("domains", fp))
+    chunks = []
+    for i in range(0, todo.height, DOMAIN_CHUNK):
+        part = todo.slice(i, DOMAIN_CHUNK)
+        chunks.append((f"{base + i // DOMAIN_CHUNK:05d}-{content_hash(chr(10).join(part['domain']), 8)}", part))
+    needs_llm = todo.filter((pl.col("docs_recalled") >= ds.min_domain_docs) & ~pl.col("domain").is_in(list(skip))
+                            & ~dom.normalize_domain_expr("domain").is_in(list(overrides)))
+    with stage(wh, run_id=rid, name=dom.STAGE, fingerprint=fp, outputs=["domains", "llm_calls"],
+               params={"round": rnd, "min_domain_docs": ds.min_domain_docs, "model": llm.model,
+                       "base_urls": llm.base_urls, "overrides": dom.overrides_hash(overrides)},
+               upstream=[scores_fp, *doc_fps], code_version=dom.CODE_VERSION) as sr:
+        if needs_llm.height:
             LLMClient(llm, wh).check_server()  # fail fast, before any task, with a clear message
-        progress(f"domains r{rnd}", 0, stats.height)
-        futures = [label_task.submit(str(wh.root), rnd, scores_fp, fp, s, lo, hi, min_domain_docs, overrides, llm,
-                                     skip) for s, lo, hi in todo]
-        [f.result() for f in futures]
-        sr.add(shards_total=len(chunks), shards_done=len(todo), shards_skipped=len(chunks) - len(todo),
-               rows_in=stats.height, rows_out=stats.height)
-    rows = wh.scan("domains", fp).collect()
+        progress(f"domains r{rnd}", 0, todo.height)
+        run_shards(label_task, [(str(wh.root), rnd, scores_fp, fp, s, part, ds.min_domain_docs, overrides, llm, skip)
+                                for s, part in chunks], f"domains round {rnd}: labelling")
+        sr.add(shards_total=base + len(chunks), shards_done=len(chunks), shards_skipped=base,
+               rows_in=todo.height, rows_out=todo.height)
+        if chunks:
+            new = wh.scan("domains", fp).filter(pl.col("domain").is_in(todo["domain"].implode())).collect()
+            sr.reasons = dict(new.group_by(pl.col("label") + " (" + pl.col("label_source") + ")").len().iter_rows())
+    rows = dom.latest_labels(wh, fp)
     summary = {
-        "domains": rows.height,
+        "domains": rows.height, "new_domains": todo.height,
         "labelled": rows.filter(pl.col("label_source").is_in(["llm", "override"])).height,
         "failed": rows.filter(pl.col("label") == "failed").height,
         "educational": sorted(rows.filter(pl.col("label") == "educational")["domain"].to_list()),
@@ -114,51 +158,43 @@ def _domains_round(wh: Warehouse, rid: str, rnd: int, scores_fp: str, doc_fps: l
 
 
 @flow(name="recall", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def recall_flow(data_dir: str | None = None, run_id: str | None = None, seeds: list[str] | None = None,
-                dim: int = 256, epoch: int = 3, word_ngrams: int = 2, lr: float = 1.0, min_count: int = 1,
-                neg_sample: int | None = None, pos_neg_ratio: float = 1.0, threshold: float | None = 0.5,
-                min_domain_docs: int = 1, max_llm_domains: int | None = None, domain_overrides: str | None = None,
-                llm: LLMSettings = LLMSettings(), rounds: int = 2) -> dict:
-    """Recall educational pages: fastText on seeds, LLM-labelled domains, fastText again.
-
-    threshold: score at or above which a document is kept (None: the held-out best-F1 one).
-    seeds: seed files (JSONL/JSON/Parquet/text); default: the bundled GSM8K, AQuA-RAT, SVAMP.
-    max_llm_domains: label at most this many domains per round with the LLM (those with the most
-    recalled docs); the rest stay `unlabelled` (label_source over_budget). None: no limit.
-    """
+def recall_flow(
+    data_dir: Optional[str] = Field(None, description="Warehouse directory (default ./webinstruct-data)"),
+    recall: RecallSettings = RecallSettings(),
+    domains: DomainSettings = DomainSettings(),
+    llm: LLMSettings = LLMSettings(),
+    downstream: bool = Field(False, description="Then extract, refine and curate what is new (with llm)"),
+    run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
+) -> dict:
+    """Recall educational pages: fastText on seeds, LLM-labelled domains, fastText again."""
     wh = Warehouse(data_dir)
     doc_fps = wh.current_fingerprints("documents")
     if not doc_fps:
         raise ValueError(f"no documents in {wh.root}: run `webinstruct ingest` first")
-    params = rt.TrainParams(dim=dim, epoch=epoch, lr=lr, word_ngrams=word_ngrams, min_count=min_count,
-                            neg_sample=neg_sample, pos_neg_ratio=pos_neg_ratio, threshold=threshold)
-    overrides = dom.load_overrides(domain_overrides)
-    run_params = dict(seeds=seeds, dim=dim, epoch=epoch, word_ngrams=word_ngrams, lr=lr, min_count=min_count,
-                      neg_sample=neg_sample, pos_neg_ratio=pos_neg_ratio, threshold=threshold,
-                      min_domain_docs=min_domain_docs, max_llm_domains=max_llm_domains,
-                      domain_overrides=domain_overrides, model=llm.model,
-                      rounds=rounds)
+    params = rt.TrainParams(dim=recall.dim, epoch=recall.epoch, lr=recall.lr, word_ngrams=recall.word_ngrams,
+                            min_count=recall.min_count, neg_sample=recall.neg_sample,
+                            pos_neg_ratio=recall.pos_neg_ratio, threshold=recall.threshold)
+    overrides = dom.load_overrides(domains.overrides)
     summary: dict = {"rounds": []}
     domains_fp = None
+    run_params = {"recall": recall.model_dump(), "domains": domains.model_dump(), "model": llm.model}
     with pipeline_run(wh, "recall", run_params, run_id) as rid:
-        for rnd in range(1, rounds + 1):
-            key = rt.train_key(wh, rnd, params, doc_fps, seeds, domains_fp)
-            with wh.stage_run(run_id=rid, stage=rt.STAGE, fingerprint=rt.model_fingerprint(key, threshold),
-                              outputs=["recall_models", "recall_examples"],
-                              params={**params.training_settings(), "round": rnd, "threshold": threshold},
-                              upstream=[*doc_fps] + ([domains_fp] if domains_fp else []),
-                              code_version=rt.CODE_VERSION) as sr:
-                row = train_task(str(wh.root), rnd, params, doc_fps, seeds, domains_fp)
-                sr.add(shards_total=1, shards_done=0 if row["skipped"] else 1, shards_skipped=int(row["skipped"]),
-                       rows_out=row["n_pos"] + row["n_neg"])
+        for rnd in range(1, recall.rounds + 1):
+            row = _train_round(wh, rid, rnd, params, doc_fps, recall.seeds, domains_fp, recall.retrain)
             scores_fp, counts = _score_round(wh, rid, row, doc_fps)
-            domains_fp, dsum = _domains_round(wh, rid, rnd, scores_fp, doc_fps, min_domain_docs, overrides, llm,
-                                              max_llm_domains)
+            domains_fp, dsum = _domains_round(wh, rid, rnd, scores_fp, doc_fps, domains, overrides, llm)
             summary["rounds"].append({
-                "round": rnd, "model_fingerprint": row["fingerprint"], "trained": not row["skipped"],
+                "round": rnd, "model_fingerprint": row["fingerprint"], "trained": bool(row.get("fitted")),
                 **{k: row[k] for k in ("precision", "recall", "f1", "threshold", "n_pos", "n_neg")},
                 "scores_fingerprint": scores_fp, **counts, "domains_fingerprint": domains_fp, **dsum,
             })
-    write_catalog(wh)
-    summary["final_scores_fingerprint"] = summary["rounds"][-1]["scores_fingerprint"] if rounds else None
+            run_logger().info("round %d: model %s (%s), %d/%d pages kept, %d new domain(s)", rnd, row["fingerprint"],
+                              "trained" if row.get("fitted") else "pinned", counts["docs_kept"] or 0,
+                              counts["docs_scored"], dsum["new_domains"])
+        write_catalog(wh)
+        summary["final_scores_fingerprint"] = summary["rounds"][-1]["scores_fingerprint"]
+        if downstream:
+            from flows.extract import extract_flow
+
+            summary["extract"] = extract_flow(data_dir=str(wh.root), llm=llm, downstream=True, run_id=rid)
     return summary

@@ -1,12 +1,22 @@
-"""What every flow shares: Prefect's environment, the run record, progress reporting."""
+"""What every flow shares: Prefect's environment, the run record and its lock, the stage runner
+(stage_runs row + Prefect artifacts + a log line), progress reporting."""
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import polars as pl
+
 from warehouse import Warehouse, resolve_data_dir
+from warehouse.store import StageRun
+
+log = logging.getLogger("webinstruct")
 
 
 def configure_prefect(data_dir: str | os.PathLike | None = None, *, quiet: bool = True) -> Path:
@@ -43,9 +53,51 @@ def progress(label: str, advance: int = 0, total: int | None = None) -> None:
         _progress(label, advance, total)
 
 
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The flow run's logger (its lines reach the Prefect UI), or a plain one outside a run."""
+    try:
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a flow or task run
+        return log
+
+
+# ---- one writer per warehouse -------------------------------------------------------------------
+_held = threading.local()
+
+
+@contextmanager
+def warehouse_lock(wh: Warehouse, wait_log_s: float = 30.0) -> Iterator[None]:
+    """Runs on one warehouse take turns (a schedule firing during a UI rerun waits, it does not
+    interleave). An OS file lock: released by the kernel when a killed run's process dies."""
+    if getattr(_held, "root", None) == wh.root:  # a subflow of the run holding it
+        yield
+        return
+    path = wh.root / "_manifest" / ".write.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        waited = 0.0
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if waited % wait_log_s == 0:
+                    run_logger().info("another run is writing %s; waiting for it to finish", wh.root)
+                time.sleep(1.0)
+                waited += 1.0
+        _held.root = wh.root
+        try:
+            yield
+        finally:
+            _held.root = None
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @contextmanager
 def pipeline_run(wh: Warehouse, flow: str, params: dict[str, Any], run_id: str | None) -> Iterator[str]:
-    """Open a `runs` record unless an outer flow already did (then reuse its run id)."""
+    """Open a `runs` record (holding the warehouse lock) unless an outer flow already did."""
     if run_id:
         yield run_id
         return
@@ -55,13 +107,117 @@ def pipeline_run(wh: Warehouse, flow: str, params: dict[str, Any], run_id: str |
         prefect_id = flow_run.id
     except Exception:  # noqa: BLE001 - outside a flow run
         prefect_id = None
-    rid = wh.begin_run(flow, params, run_id=None if prefect_id is None else f"{flow}-{prefect_id}")
+    with warehouse_lock(wh):
+        rid = wh.begin_run(flow, params, run_id=None if prefect_id is None else f"{flow}-{prefect_id}")
+        try:
+            yield rid
+        except BaseException as exc:
+            wh.finish_run(rid, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        wh.finish_run(rid, "done")
+
+
+# ---- the stage runner -----------------------------------------------------------------------------
+@contextmanager
+def stage(wh: Warehouse, *, run_id: str, name: str, fingerprint: str, outputs: list[str], params: dict[str, Any],
+          upstream: list[str], code_version: str) -> Iterator[StageRun]:
+    """A stage_runs row around the body; then one Prefect table artifact and one log line.
+
+    The body adds counters (`sr.add(...)`) and may set `sr.reasons` ({reason: rows}) for the
+    failures-by-reason table."""
+    started = time.perf_counter()
+    with wh.stage_run(run_id=run_id, stage=name, fingerprint=fingerprint, outputs=outputs, params=params,
+                      upstream=upstream, code_version=code_version) as sr:
+        sr.reasons = {}
+        yield sr
+    seconds = time.perf_counter() - started
+    publish_stage(wh, sr, seconds, "llm_calls" in outputs)
+
+
+def llm_usage(wh: Warehouse, fingerprint: str, since) -> dict[str, float]:
+    """Calls, cache hits and tokens an LLM stage spent since `since` (its llm_calls version)."""
+    if fingerprint not in wh.versions("llm_calls"):
+        return {}
+    calls = wh.scan("llm_calls", fingerprint).filter(pl.col("created_at") >= since).select(
+        calls=pl.len(), cached=pl.col("cached").sum(), prompt_tokens=pl.col("prompt_tokens").sum(),
+        completion_tokens=pl.col("completion_tokens").sum(), latency_s_p50=pl.col("latency_s").median()).collect()
+    return {k: v for k, v in calls.row(0, named=True).items() if v is not None}
+
+
+def publish_stage(wh: Warehouse, sr: StageRun, seconds: float, uses_llm: bool) -> None:
+    row = sr.row
+    facts: dict[str, Any] = {
+        "stage": row["stage"], "version": row["fingerprint"], "shards done": row["shards_done"],
+        "shards skipped": row["shards_skipped"], "rows in": row["rows_in"], "rows out": row["rows_out"],
+        "seconds": round(seconds, 2)}
+    if uses_llm:
+        facts |= {k.replace("_", " "): round(v, 3) if isinstance(v, float) else v
+                  for k, v in llm_usage(wh, row["fingerprint"], row["started_at"]).items()}
+    reasons = getattr(sr, "reasons", {}) or {}
+    done_any = row["shards_done"] > 0
+    run_logger().info("%s %s: %s shard(s) done, %s skipped, %s rows out in %.1f s%s", row["stage"],
+                      row["fingerprint"], row["shards_done"], row["shards_skipped"], row["rows_out"], seconds,
+                      f"; {reasons}" if reasons else "")
+    if not done_any and not reasons:
+        return  # nothing happened: no artifact noise on a run with nothing new
+    table = [{"measure": k, "value": str(v)} for k, v in facts.items()]
+    table += [{"measure": f"rows: {k}", "value": str(v)} for k, v in sorted(reasons.items())]
+    publish_table(f"{row['stage']}-stage", table, f"{row['stage']} {row['fingerprint']}: what this run did")
+
+
+def publish_table(key: str, table: list[dict], description: str) -> None:
+    """A Prefect table artifact on the current run (a no-op outside one)."""
     try:
-        yield rid
-    except BaseException as exc:
-        wh.finish_run(rid, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    wh.finish_run(rid, "done")
+        from prefect.artifacts import create_table_artifact
+        from prefect.context import FlowRunContext
+
+        if FlowRunContext.get() is None:
+            return
+        create_table_artifact(key=key.replace("_", "-").lower(), table=table, description=description)
+    except Exception as exc:  # noqa: BLE001 - an artifact must never fail a stage
+        log.warning("could not publish artifact %s: %s", key, exc)
+
+
+class ProgressArtifact:
+    """A Prefect progress artifact for a long stage, updated as its shard tasks finish."""
+
+    def __init__(self, title: str, total: int):
+        self.total, self.done, self.id = max(total, 1), 0, None
+        try:
+            from prefect.artifacts import create_progress_artifact
+            from prefect.context import FlowRunContext
+
+            if FlowRunContext.get() is not None and total:
+                self.id = create_progress_artifact(progress=0.0, description=title)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not create progress artifact: %s", exc)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.id is None:
+            return
+        try:
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(self.id, progress=round(100.0 * self.done / self.total, 1))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not update progress artifact: %s", exc)
+
+
+def run_shards(task, calls: list[tuple], title: str, label: str | None = None) -> list[Any]:
+    """Submit one task per shard and collect results as they finish, advancing a progress artifact."""
+    from prefect.futures import as_completed
+
+    bar = ProgressArtifact(title, len(calls)) if len(calls) > 1 else None
+    futures = [task.submit(*args) for args in calls]
+    results = []
+    for fut in as_completed(futures):
+        results.append(fut.result())
+        if bar:
+            bar.advance()
+        if label:
+            progress(label, 1)
+    return results
 
 
 def total(results: list[dict], key: str) -> int:

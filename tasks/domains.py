@@ -9,7 +9,9 @@ more than two pages, apart from one spam site; raise it for real crawls). A user
 any domain, however few documents it has (and those domains are never sent to the LLM).
 A reply that does not parse becomes label `failed` with the reason; it never stops the stage.
 
-Every domain seen gets a row, so SQL can answer "why was this domain not labelled?".
+Every domain seen gets a row, so SQL can answer "why was this domain not labelled?". Labels
+accumulate: a later run adds rows only for new domains (and for undecided ones whose outcome
+changed), so a domain costs one LLM call per (prompt, model); the newest row of a domain wins.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import polars as pl
 import pydantic
 
 from prompts import load_prompt
-from warehouse import Warehouse, content_hash, fingerprint
+from warehouse import Warehouse, content_hash, fingerprint, now_utc
 
 STAGE = "domains"
 CODE_VERSION = "1"
@@ -79,13 +81,44 @@ def overrides_hash(overrides: dict[str, str]) -> str | None:
 
 
 def domains_fingerprint(rnd: int, scores_fp: str, doc_fps: list[str], *, min_domain_docs: int, n_samples: int,
-                        chunk: int, overrides: dict[str, str], model: str, temperature: float,
-                        max_tokens: int, max_llm_domains: int | None = None) -> str:
-    params = dict(round=rnd, min_domain_docs=min_domain_docs, n_samples=n_samples, chunk=chunk,
-                  max_llm_domains=max_llm_domains,
+                        overrides: dict[str, str], model: str, temperature: float, max_tokens: int) -> str:
+    """Settings and upstream versions only: the per-run budget (max_llm_domains) and how many
+    domains exist do not make a new version; new domains append rows to this one."""
+    params = dict(round=rnd, min_domain_docs=min_domain_docs, n_samples=n_samples,
                   overrides=overrides_hash(overrides), temperature=temperature, max_tokens=max_tokens)
     return fingerprint(STAGE, params=params, code_version=CODE_VERSION, upstream=[scores_fp, *doc_fps],
                        prompt=load_prompt(PROMPT), model=model)
+
+
+FINAL_SOURCES = ("llm", "override")  # a domain labelled this way is never sent again in its version
+
+
+def latest_labels(wh: Warehouse, fp: str) -> pl.DataFrame:
+    """The newest row of each domain in a `domains` version (rows accumulate, run by run)."""
+    return (wh.scan("domains", fp).sort("labelled_at", "domain")
+            .unique("domain", keep="last", maintain_order=True).collect())
+
+
+def pending_domains(stats: pl.DataFrame, prev: pl.DataFrame, *, min_domain_docs: int, overrides: dict[str, str],
+                    max_llm_domains: int | None) -> tuple[pl.DataFrame, set[str]]:
+    """Domains that need a row now, and which of them are over this run's LLM budget.
+
+    New domains always get a row; a domain already labelled (llm, override) never again; an
+    undecided one (below_min_docs, over_budget, failed) only when its outcome changes or it now
+    goes to the LLM. So only new domains (and a failed or postponed one) cost LLM calls.
+    """
+    final = prev.filter(pl.col("label_source").is_in(FINAL_SOURCES))["domain"]
+    cand = stats.filter(~pl.col("domain").is_in(final.implode()))
+    skip = over_budget(cand, min_domain_docs=min_domain_docs, overrides=overrides, max_llm_domains=max_llm_domains)
+    outcome = (pl.when(normalize_domain_expr("domain").is_in(list(overrides))).then(pl.lit("override"))
+               .when(pl.col("domain").is_in(list(skip))).then(pl.lit("over_budget"))
+               .when(pl.col("docs_recalled") >= min_domain_docs).then(pl.lit("llm"))
+               .otherwise(pl.lit("below_min_docs")))
+    was = prev.select("domain", pl.col("label_source").alias("_was"))
+    cand = (cand.with_columns(_now=outcome).join(was, on="domain", how="left")
+            .filter(pl.col("_was").is_null() | (pl.col("_now") == "llm") | (pl.col("_now") != pl.col("_was")))
+            .drop("_now", "_was"))
+    return cand, skip & set(cand["domain"])
 
 
 def domain_stats(wh: Warehouse, scores_fp: str, doc_fps: list[str], n_samples: int = 5) -> pl.DataFrame:
@@ -165,4 +198,4 @@ def label_rows(client, stats: pl.DataFrame, *, rnd: int, scores_fp: str, fp: str
                           schema={"domain": pl.String, "label": pl.String, "reason": pl.String,
                                   "label_source": pl.String, "model": pl.String})
     return stats.join(labels, on="domain", how="left").with_columns(
-        round=pl.lit(rnd, pl.Int32), scores_fingerprint=pl.lit(scores_fp))
+        round=pl.lit(rnd, pl.Int32), scores_fingerprint=pl.lit(scores_fp), labelled_at=pl.lit(now_utc()))

@@ -85,14 +85,13 @@ class ExtractParams:
     clean: CleanParams = field(default_factory=CleanParams)
     prompt: str = "extract"  # a name under prompts/ or a path to the user's own file
     min_grounding: float = 0.5  # share of the question's words that must occur in the chunk
-    limit_docs: int | None = None
 
     def fingerprint(self, settings: LLMSettings, upstream: list[str]) -> str:
         return fingerprint(
             STAGE, code_version=CODE_VERSION, upstream=upstream, prompt=ChatPrompt.load(self.prompt).text,
             model=settings.model,
             params={"clean": self.clean.as_dict(), "min_grounding": self.min_grounding,
-                    "limit_docs": self.limit_docs, "temperature": settings.temperature,
+                    "temperature": settings.temperature,
                     "max_tokens": settings.max_tokens},
         )
 
@@ -102,7 +101,8 @@ class ExtractParams:
 class ExtractInput:
     documents_fps: list[str]
     recall_fp: str | None  # the recall_scores version used; None = every document
-    shards: dict[str, tuple[str, str, list[str]]]  # out shard -> (documents fp, documents shard, doc_ids)
+    shards: dict[str, tuple[str, str, list[str]]] = field(default_factory=dict)  # out shard -> (docs fp, docs shard, doc_ids)
+    pending: int = 0  # recalled documents not extracted yet, this run's budget included
     warning: str | None = None
 
     @property
@@ -134,32 +134,49 @@ def resolve_recall(wh: Warehouse, recall_fingerprint: str | None) -> str | None:
     return rounds["fingerprint"][-1] if rounds.height else None
 
 
-def select_input(wh: Warehouse, recall_fingerprint: str | None = None, limit_docs: int | None = None) -> ExtractInput:
-    """Which documents of which shards the stage reads (deterministic order, so limits are stable)."""
+def resolve_input(wh: Warehouse, recall_fingerprint: str | None = None) -> ExtractInput:
+    """The versions extraction reads: current documents and a recall_scores version."""
     recall_fp = resolve_recall(wh, recall_fingerprint)
-    warning = None
-    kept: pl.DataFrame | None = None
-    if recall_fp is None:
-        warning = "no recall_scores yet: extracting from every ingested document"
+    warning = "no recall_scores yet: extracting from every ingested document" if recall_fp is None else None
+    return ExtractInput(wh.current_fingerprints("documents"), recall_fp, warning=warning)
+
+
+def _doc_shards(wh: Warehouse, doc_fps: list[str]) -> pl.LazyFrame:
+    """doc_id -> (documents version, shard): reads only the doc_id column of each shard."""
+    frames = [pl.scan_parquet(wh.version_dir("documents", fp) / "part-*.parquet", include_file_paths="_path")
+              .select("doc_id", pl.lit(fp).alias("_fp"),
+                      pl.col("_path").str.extract(r"part-(.+)\.parquet$").alias("_shard"))
+              for fp in doc_fps if wh.shard_ids("documents", fp)]
+    if not frames:
+        return pl.LazyFrame(schema={"doc_id": pl.String, "_fp": pl.String, "_shard": pl.String})
+    return pl.concat(frames).unique("doc_id", keep="first")
+
+
+def select_pending(wh: Warehouse, inp: ExtractInput, fp: str, max_docs: int | None = None) -> ExtractInput:
+    """This run's documents: the recalled ones not yet extracted into version `fp`, highest recall
+    score first (doc_id breaks ties), at most `max_docs`; the rest stay pending for the next run.
+
+    Output shards are named by their documents shard and the hash of their doc ids, so a killed
+    run that picks the same documents again resumes the same shards (and their LLM journals)."""
+    located = _doc_shards(wh, inp.documents_fps)
+    if inp.recall_fp is None:
+        wanted = located.select("doc_id", pl.lit(None, pl.Float32).alias("score"))
     else:
-        kept = wh.scan("recall_scores", recall_fp).filter(pl.col("kept")).select("doc_id").unique().collect()
-    doc_fps = wh.current_fingerprints("documents")
+        wanted = (wh.scan("recall_scores", inp.recall_fp).filter(pl.col("kept"))
+                  .group_by("doc_id").agg(pl.col("score").max()))
+    if fp in wh.versions("qa_extracted"):
+        wanted = wanted.join(wh.scan("qa_extracted", fp).select("doc_id").unique(), on="doc_id", how="anti")
+    todo = (wanted.join(located, on="doc_id", how="inner")
+            .sort(["score", "doc_id"], descending=[True, False], nulls_last=True).collect())
+    pending = todo.height
+    if max_docs is not None:
+        todo = todo.head(max_docs)
     shards: dict[str, tuple[str, str, list[str]]] = {}
-    budget = limit_docs
-    for fp in doc_fps:
-        for shard in wh.shard_ids("documents", fp):
-            if budget is not None and budget <= 0:
-                break
-            ids = pl.scan_parquet(wh.shard_path("documents", fp, shard)).select("doc_id")
-            if kept is not None:
-                ids = ids.join(kept.lazy(), on="doc_id", how="semi", maintain_order="left")
-            doc_ids = ids.collect()["doc_id"].to_list()
-            if budget is not None:
-                doc_ids, budget = doc_ids[:budget], budget - len(doc_ids[:budget])
-            if doc_ids:
-                # output shard = input shard id (prefixed only if two documents versions share one)
-                shards[shard if shard not in shards else f"{fp[:8]}-{shard}"] = (fp, shard, doc_ids)
-    return ExtractInput(doc_fps, recall_fp, shards, warning)
+    for (dfp, dshard), grp in todo.sort("doc_id").group_by(["_fp", "_shard"], maintain_order=True):
+        ids = grp["doc_id"].to_list()
+        prefix = dshard if len(inp.documents_fps) == 1 else f"{dfp[:8]}-{dshard}"
+        shards[f"{prefix}-{content_hash(chr(10).join(ids), 8)}"] = (dfp, dshard, ids)
+    return ExtractInput(inp.documents_fps, inp.recall_fp, shards, pending, inp.warning)
 
 
 # ---- rows -------------------------------------------------------------------------------------

@@ -42,10 +42,25 @@ class IngestParams:
                            code_version=CODE_VERSION)
 
 
-def expand_inputs(paths: list[str]) -> list[str]:
-    """Files, folders (recursively, WARC/WET names only) and globs, local or fsspec URLs."""
+CC_BASE_URL = "https://data.commoncrawl.org/"
+LISTING_SUFFIXES = (".paths", ".paths.gz")
+
+
+def read_listing(listing: str, base: str = CC_BASE_URL) -> list[str]:
+    """A Common Crawl `warc.paths(.gz)` listing: one path per line, relative to `base` (a URL or folder)."""
+    with fsspec.open(listing.removeprefix("file://"), "rt", compression="infer") as f:
+        lines = [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+    join = (lambda rel: base.rstrip("/") + "/" + rel) if "://" in base else (lambda rel: str(Path(base) / rel))
+    return [ln if "://" in ln or ln.startswith("/") else join(ln) for ln in lines]
+
+
+def expand_inputs(paths: list[str], listing_base: str = CC_BASE_URL) -> list[str]:
+    """Files, folders (recursively, WARC/WET names only), globs and `*.paths(.gz)` listings, local or fsspec URLs."""
     found: list[str] = []
     for p in paths:
+        if p.endswith(LISTING_SUFFIXES):
+            found += expand_inputs(read_listing(p, listing_base))
+            continue
         if "://" in p and not p.startswith("file://"):
             fs, _, matches = fsspec.get_fs_token_paths(p)
             for m in matches:

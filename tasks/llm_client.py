@@ -15,6 +15,7 @@ import email.utils
 import functools
 import hashlib
 import json
+import os
 import random
 import re
 import threading
@@ -28,6 +29,7 @@ import httpx
 import openai
 import polars as pl
 import pydantic
+from pydantic import Field
 
 from tasks.llm_cache import ResponseCache, ShardJournal
 from warehouse import Warehouse, content_hash, now_utc
@@ -41,24 +43,40 @@ REPAIR_PROMPT = ("Your reply above is not valid: {error}. Reply again with only 
 
 
 class LLMSettings(pydantic.BaseModel):
-    """Where the LLM is and how to talk to it (a form in the Prefect UI)."""
+    """Where an LLM is and how to talk to it; a form in the Prefect UI.
 
-    base_urls: list[str] = [DEFAULT_BASE_URL]
-    model: str = DEFAULT_MODEL
-    api_key: str = "local"
-    max_concurrency: int = pydantic.Field(4, ge=1)
-    timeout_s: float = pydantic.Field(120.0, gt=0)
-    max_retries: int = pydantic.Field(5, ge=0)
-    repair_retry: bool = True
-    max_tokens: int = pydantic.Field(768, ge=1)
-    temperature: float = 0.0
-    backoff_base_s: float = pydantic.Field(0.5, ge=0)  # first retry waits ~this, doubling each time
-    backoff_max_s: float = pydantic.Field(30.0, ge=0)
-    retry_after_max_s: float = pydantic.Field(120.0, ge=0)  # cap on a server's Retry-After
-    use_cache: bool = True
-    # no replica accepting connections for this long => the run stops with ServerUnavailable
-    # (finished requests are journalled; a rerun resumes) instead of failing every request slowly
-    server_down_after_s: float = pydantic.Field(120.0, gt=0)
+    No secret is a field: parameters are stored in Prefect's database and the stage_runs manifest.
+    The API key is read when a client is made, from the environment variable `api_key_env` or the
+    Prefect Secret block `api_key_secret`.
+    """
+
+    model: str = Field(DEFAULT_MODEL, description="Model name as the server serves it (GET /v1/models)")
+    base_urls: list[str] = Field([DEFAULT_BASE_URL], min_length=1, description=(
+        "OpenAI-compatible endpoint(s) ending in /v1; several = data-parallel replicas of one model"))
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy; part of the version)")
+    max_tokens: int = Field(768, ge=1, description="Longest reply in tokens (part of the version)")
+    max_concurrency: int = Field(4, ge=1, description="Requests in flight, over all replicas")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds before one request is abandoned and retried")
+    max_retries: int = Field(5, ge=0, description="Retries per request on 429, 5xx, timeouts and dropped connections")
+    repair_retry: bool = Field(True, description="Ask once more when a reply is not valid JSON of the schema")
+    backoff_base_s: float = Field(0.5, ge=0, description="First retry waits about this long; doubles each time")
+    backoff_max_s: float = Field(30.0, ge=0, description="Longest wait between two retries")
+    retry_after_max_s: float = Field(120.0, ge=0, description="Cap on a server's Retry-After header")
+    use_cache: bool = Field(True, description="Serve identical requests from the response cache (reruns cost nothing)")
+    server_down_after_s: float = Field(120.0, gt=0, description=(
+        "No replica accepting connections for this long stops the stage; finished requests are kept"))
+    api_key_env: str = Field("WEBINSTRUCT_LLM_API_KEY", description=(
+        "Environment variable holding the API key (keys are never form fields or stored parameters)"))
+    api_key_secret: str | None = Field(None, description=(
+        "Name of a Prefect Secret block holding the API key (wins over api_key_env)"))
+
+    def api_key(self) -> str:
+        """The key, resolved at call time; 'local' when none is set (local servers ignore it)."""
+        if self.api_key_secret:
+            from prefect.blocks.system import Secret
+
+            return str(Secret.load(self.api_key_secret).get())
+        return os.environ.get(self.api_key_env) or "local"
 
 
 @dataclass
@@ -99,7 +117,7 @@ def check_servers(settings: LLMSettings, timeout_s: float = 5.0) -> None:
     for url in settings.base_urls:
         try:
             r = httpx.get(url.rstrip("/") + "/models", timeout=timeout_s,
-                          headers={"Authorization": f"Bearer {settings.api_key}"})
+                          headers={"Authorization": f"Bearer {settings.api_key()}"})
             r.raise_for_status()
             served = [m.get("id") for m in r.json().get("data", [])]
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
@@ -196,7 +214,7 @@ class _Replica:
         limits = httpx.Limits(max_connections=settings.max_concurrency,
                               max_keepalive_connections=settings.max_concurrency)
         self.client = openai.AsyncOpenAI(
-            base_url=url, api_key=settings.api_key, timeout=settings.timeout_s, max_retries=0,
+            base_url=url, api_key=settings.api_key(), timeout=settings.timeout_s, max_retries=0,
             http_client=httpx.AsyncClient(limits=limits, timeout=settings.timeout_s))
 
 

@@ -68,16 +68,55 @@ class TrainParams:
         return d | {"norm_version": NORM_VERSION}
 
 
+RETRAIN_POLICIES = ("never", "if_missing", "always")
+
+
 def documents_state(wh: Warehouse, doc_fps: list[str]) -> str:
-    """Which document shards exist: new ingested data makes a new model (and a full rescore)."""
+    """Which document shards exist now: names one training (the data a model saw), never a version alone."""
     return content_hash(json.dumps({fp: wh.shard_ids("documents", fp) for fp in sorted(doc_fps)}))
 
 
-def train_key(wh: Warehouse, rnd: int, params: TrainParams, doc_fps: list[str], seeds: list[str] | None,
-              domains_fp: str | None = None) -> str:
+def line_key(rnd: int, params: TrainParams, doc_fps: list[str], seeds: list[str] | None,
+             domains_fp: str | None = None) -> str:
+    """What a model is meant to be: settings, seeds and upstream versions, never how much data exists.
+
+    Models of one line differ only in the documents they were trained on; the newest is pinned.
+    """
     upstream = [*doc_fps, seeds_fingerprint(seeds)] + ([domains_fp] if domains_fp else [])
-    return fingerprint(STAGE, params=params.training_settings() | {
-        "round": rnd, "documents_state": documents_state(wh, doc_fps)}, code_version=CODE_VERSION, upstream=upstream)
+    return fingerprint(STAGE, params=params.training_settings() | {"round": rnd}, code_version=CODE_VERSION,
+                       upstream=upstream)
+
+
+def train_key(wh: Warehouse, line: str, doc_fps: list[str]) -> str:
+    """One training of a line: the line plus the documents that existed when it was trained."""
+    return fingerprint(STAGE, params={"line": line, "documents_state": documents_state(wh, doc_fps)},
+                       code_version=CODE_VERSION, upstream=[line])
+
+
+def pinned_train_key(wh: Warehouse, line: str) -> str | None:
+    """The newest training of a line (its model file exists), or None."""
+    models = [wh.read_shard("recall_models", fp, "model") for fp in wh.versions("recall_models")
+              if wh.has_shard("recall_models", fp, "model")]
+    if not models:
+        return None
+    rows = pl.concat(models, how="diagonal_relaxed").filter(pl.col("line_key") == line)
+    rows = rows.filter(pl.col("model_path").map_elements(lambda p: (wh.root / p).exists(), return_dtype=pl.Boolean))
+    return rows.sort("trained_at")["train_key"][-1] if rows.height else None
+
+
+def choose_train_key(wh: Warehouse, line: str, doc_fps: list[str], retrain: str) -> str:
+    """Apply the retrain policy: `if_missing` pins the newest model of the line (new crawl data is
+    scored by it, not trained on); `always` trains on the documents there are now; `never` refuses
+    to train."""
+    if retrain not in RETRAIN_POLICIES:
+        raise ValueError(f"retrain must be one of {RETRAIN_POLICIES}, not {retrain!r}")
+    pinned = pinned_train_key(wh, line)
+    if retrain == "always" or (pinned is None and retrain == "if_missing"):
+        return train_key(wh, line, doc_fps)
+    if pinned is None:
+        raise ValueError("retrain='never' but no recall model with these settings exists yet: "
+                         "run recall once with retrain='if_missing'")
+    return pinned
 
 
 def model_fingerprint(key: str, threshold: float | None) -> str:
@@ -245,29 +284,51 @@ def evaluate(test: pl.DataFrame, threshold: float | None) -> dict:
 
 # ---- the stage ----------------------------------------------------------------------------------
 def train_round(wh: Warehouse, rnd: int, params: TrainParams, doc_fps: list[str], seeds: list[str] | None,
-                domains_fp: str | None = None) -> dict:
-    """Train (or reuse) this round's model and publish its `recall_models` + `recall_examples` rows."""
-    key = train_key(wh, rnd, params, doc_fps, seeds, domains_fp)
+                domains_fp: str | None = None, retrain: str = "if_missing") -> dict:
+    """Train (or reuse the pinned) model of this round and publish its `recall_models` + `recall_examples` rows."""
+    line = line_key(rnd, params, doc_fps, seeds, domains_fp)
+    key = choose_train_key(wh, line, doc_fps, retrain)
     fp = model_fingerprint(key, params.threshold)
     if wh.has_shard("recall_models", fp, "model"):
         return wh.read_shard("recall_models", fp, "model").to_dicts()[0] | {"fingerprint": fp, "skipped": True}
-    labels = wh.scan("domains", domains_fp).select("domain", "label").collect() if domains_fp else None
-    examples = select_examples(wh, rnd, params, doc_fps, seeds, labels)
-    model_path, test, facts = fit(examples, params, wh.side_dir("models", key), key)
+    model_dir = wh.side_dir("models", key)
+    fitted = not (model_dir / f"heldout-{key}.parquet").exists()
+    if not fitted:  # same training, another threshold: its examples
+        examples = wh.read_shard("recall_examples", _examples_version(wh, key), "examples")
+    else:
+        labels = dom_labels(wh, domains_fp) if domains_fp else None
+        examples = select_examples(wh, rnd, params, doc_fps, seeds, labels)
+    model_path, test, facts = fit(examples, params, model_dir, key)
     metrics = evaluate(test, params.threshold)
     counts = examples.group_by("origin").len().sort("origin")
     settings = params.training_settings() | {
         "round": rnd, "seeds": seeds or "default", "documents": doc_fps, "domains_fingerprint": domains_fp,
-        "examples_by_origin": dict(zip(counts["origin"], counts["len"])),
+        "examples_by_origin": dict(zip(counts["origin"], counts["len"])), "retrain": retrain,
         "bucket_used": facts["bucket"], "train_attempts": facts.get("attempts"), "train_tokens": facts["n_tokens"],
     }
     # stored relative to the warehouse root, so a copied or moved warehouse keeps working
-    row = dict(round=rnd, train_key=key, model_path=model_path.relative_to(wh.root).as_posix(),
+    row = dict(round=rnd, line_key=line, train_key=key, model_path=model_path.relative_to(wh.root).as_posix(),
                n_pos=int((examples["label"] == 1).sum()), n_neg=int((examples["label"] == 0).sum()),
                n_test=test.height, **metrics, params=json.dumps(settings, sort_keys=True, default=str),
                train_seconds=facts["train_seconds"], trained_at=now_utc())
-    scored = examples.drop("text").join(test.select("item_id", "score"), on="item_id", how="left")
+    scored = examples.drop("text", "score", "model_fingerprint", "round", strict=False).join(
+        test.select("item_id", "score"), on="item_id", how="left")
     wh.write_shard("recall_examples", fp, "examples",
                    scored.with_columns(model_fingerprint=pl.lit(fp), round=pl.lit(rnd)))
     wh.write_shard("recall_models", fp, "model", pl.DataFrame([row]))  # last: the commit point
-    return row | {"fingerprint": fp, "skipped": False}
+    return row | {"fingerprint": fp, "skipped": False, "fitted": fitted}
+
+
+def _examples_version(wh: Warehouse, key: str) -> str:
+    """A recall_models version trained as `key` (its examples are the same for every threshold)."""
+    for fp in wh.versions("recall_models"):
+        if wh.read_shard("recall_models", fp, "model")["train_key"][0] == key:
+            return fp
+    raise FileNotFoundError(f"no recall_models version for training {key}")
+
+
+def dom_labels(wh: Warehouse, domains_fp: str) -> pl.DataFrame:
+    """The newest label of each domain in a `domains` version (labels accumulate run by run)."""
+    from tasks.domains import latest_labels
+
+    return latest_labels(wh, domains_fp).select("domain", "label")

@@ -12,13 +12,15 @@ from tests.test_dedup import KINDS, light_edit
 
 def test_curate_flow_then_a_second_segment(prefect_env, curate_wh, real_pairs, tmp_path):
     from flows.curate import curate_flow
+    from flows.settings import CurateSettings, ExportSettings
     from warehouse.catalog import query
 
     wh = curate_wh
     gsm_test = pl.read_ndjson(BENCH / "gsm8k_test.jsonl")[:5].select("question", "answer")
     seg1 = wh.add_refined(pl.concat([real_pairs[3000:3400], real_pairs[3000:3010], gsm_test]), "seg1")
     out = tmp_path / "export"
-    s1 = curate_flow(data_dir=str(wh.root), export_dir=str(out), decontaminate_documents=True)
+    s1 = curate_flow(data_dir=str(wh.root), export=ExportSettings(dir=str(out)),
+                     curate=CurateSettings(decontaminate_documents=True))
     assert s1["pairs"] == seg1.height and s1["duplicates_dropped"] >= 10 and s1["contaminated_pairs"] >= 5
     funnel = {r["stage"]: r["rows"] for r in s1["funnel"]}
     assert funnel["refined"] == seg1.height and funnel["clean"] == s1["export"]["rows"]

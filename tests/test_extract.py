@@ -140,27 +140,55 @@ def write_recall(wh, keep: list[str], round_: int, model_fp: str) -> str:
     return fp
 
 
-def test_select_input_reads_the_newest_recall_round_or_every_document(ingested_sample, copy_warehouse):
+def pending(wh, recall=None, max_docs=None, fp="x"):
+    return ex.select_pending(wh, ex.resolve_input(wh, recall), fp, max_docs)
+
+
+def test_select_pending_reads_the_newest_recall_round_or_every_document(ingested_sample, copy_warehouse):
     wh = copy_warehouse(ingested_sample)
-    everything = ex.select_input(wh)
+    everything = pending(wh)
     assert everything.recall_fp is None and "no recall_scores" in everything.warning
-    assert everything.n_docs == wh.scan("documents").collect().height
-    assert ex.select_input(wh, limit_docs=5).n_docs == 5
+    n = wh.scan("documents").select("doc_id").collect()["doc_id"].n_unique()  # a WET record shares its WARC's id
+    assert everything.n_docs == everything.pending == n
+    five = pending(wh, max_docs=5)
+    assert five.n_docs == 5 and five.pending == n  # the budget leaves the rest pending
 
     ids = [page(wh, u)["doc_id"] for u in QA_PAGES.values()]
     write_recall(wh, ids[:1], 1, "m1")
     fp2 = write_recall(wh, ids, 2, "m2")
-    chosen = ex.select_input(wh)
+    chosen = pending(wh)
     assert chosen.recall_fp == fp2 and chosen.warning is None
     assert sorted(d for _, _, docs in chosen.shards.values() for d in docs) == sorted(ids)
-    assert ex.select_input(wh, recall_fingerprint="m1").n_docs == 1  # by model fingerprint too
-    assert ex.select_input(wh, limit_docs=2).n_docs == 2
+    assert pending(wh, recall="m1").n_docs == 1  # by model fingerprint too
+    two = pending(wh, max_docs=2)  # equal scores: doc_id decides, so the choice never depends on file hashes
+    assert sorted(d for _, _, docs in two.shards.values() for d in docs) == sorted(ids)[:2]
+    # the shard names are the same for the same choice (a killed run resumes its shards)
+    assert sorted(pending(wh, max_docs=2).shards) == sorted(two.shards)
+
+
+def test_select_pending_highest_score_first_and_skips_extracted(ingested_sample, copy_warehouse):
+    wh = copy_warehouse(ingested_sample)
+    docs = wh.scan("documents").select("doc_id").sort("doc_id").collect()["doc_id"].to_list()[:4]
+    rows = pl.DataFrame({"doc_id": docs, "score": [0.6, 0.9, 0.7, 0.8]}).with_columns(
+        model_fingerprint=pl.lit("m"), round=pl.lit(1, pl.Int32), kept=pl.lit(True),
+        score=pl.col("score").cast(pl.Float32))
+    wh.write_shard("recall_scores", "r", "all", rows)
+    top = pending(wh, max_docs=2, fp="v")
+    assert sorted(d for _, _, ids in top.shards.values() for d in ids) == sorted([docs[1], docs[3]])
+    done = pl.DataFrame({"qa_id": ["q"], "doc_id": [docs[1]], "chunk": [0], "question": [None], "answer": [None],
+                         "model": ["m"], "prompt_fingerprint": ["p"], "grounding": [None], "status": ["no_pairs"],
+                         "error": [None]}, schema=wh.spec("qa_extracted").schema)
+    wh.write_shard("qa_extracted", "v", "s", done)
+    nxt = pending(wh, max_docs=2, fp="v")
+    assert sorted(d for _, _, ids in nxt.shards.values() for d in ids) == sorted([docs[3], docs[2]])
+    assert nxt.pending == 3
 
 
 # ---- extraction against the real embedded server --------------------------------------------
 def run_extract(wh, settings, params):
-    inp = ex.select_input(wh, limit_docs=params.limit_docs)
+    inp = ex.resolve_input(wh)
     fp = params.fingerprint(settings, inp.upstream)
+    inp = ex.select_pending(wh, inp, fp)
 
     def counting_client(s, w):
         client = ex.LLMClient(s, w)
@@ -213,8 +241,8 @@ def test_extract_real_pages_then_rerun_costs_no_calls(ingested_sample, copy_ware
 
     # same settings again: every shard exists, so no call and no new file
     before = tree(wh)
-    _, _, stats2, calls2 = run_extract(wh, settings, params)
-    assert calls2 == 0 and all(s["skipped"] for s in stats2) and tree(wh) == before
+    _, inp2, stats2, calls2 = run_extract(wh, settings, params)
+    assert calls2 == 0 and inp2.pending == 0 and stats2 == [] and tree(wh) == before
 
     # a lost output shard is rebuilt from the response cache: zero calls, logged as cached
     for shard in wh.shard_ids("qa_extracted", fp):

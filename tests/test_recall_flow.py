@@ -8,6 +8,7 @@ from warehouse.catalog import query
 
 def test_recall_flow_two_rounds_rerun_and_new_threshold(prefect_env, ingested_sample, copy_warehouse, tmp_path):
     from flows.recall import recall_flow
+    from flows.settings import DomainSettings, RecallSettings
 
     wh = copy_warehouse(ingested_sample)
     overrides = tmp_path / "overrides.csv"
@@ -15,7 +16,7 @@ def test_recall_flow_two_rounds_rerun_and_new_threshold(prefect_env, ingested_sa
                          "uraharajuku.st,other\n")
     # min_domain_docs above any domain's count: labels come from the override file alone (no LLM
     # call; the real server is exercised in test_recall_domains).
-    kwargs = dict(data_dir=str(wh.root), min_domain_docs=10_000, domain_overrides=str(overrides))
+    kwargs = dict(data_dir=str(wh.root), domains=DomainSettings(min_domain_docs=10_000, overrides=str(overrides)))
     first = recall_flow(**kwargs)
 
     r1, r2 = first["rounds"]
@@ -43,10 +44,16 @@ def test_recall_flow_two_rounds_rerun_and_new_threshold(prefect_env, ingested_sa
     runs = wh.manifest("stage_runs").filter(pl.col("stage") == "recall_score").sort("started_at")
     assert runs["shards_skipped"].to_list()[-2:] == [10, 10] and runs["shards_done"].to_list()[-2:] == [0, 0]
 
-    lower = recall_flow(**kwargs, threshold=0.3)  # a new threshold: new versions beside the old ones
+    # no new domain: nothing labelled again
+    assert [r["new_domains"] for r in again["rounds"]] == [0, 0]
+
+    lower = recall_flow(**kwargs, recall=RecallSettings(threshold=0.3))  # new versions beside the old ones
     assert lower["rounds"][0]["model_fingerprint"] != r1["model_fingerprint"]
+    assert not lower["rounds"][0]["trained"]  # the pinned model, evaluated at another threshold
     assert lower["rounds"][0]["docs_kept"] >= r1["docs_kept"]
     all_models = query(wh, "SELECT threshold, count(*) n FROM recall_models_all GROUP BY ALL ORDER BY ALL")
     assert all_models["threshold"].to_list() == [0.3, 0.5] and all_models["n"].to_list() == [2, 2]
+    keys = query(wh, "SELECT round, count(DISTINCT train_key) n FROM recall_models_all GROUP BY ALL ORDER BY ALL")
+    assert keys["n"].to_list()[0] == 1  # round 1: one training, two thresholds
     current = query(wh, "SELECT DISTINCT threshold FROM recall_models")
     assert current["threshold"].to_list() == [0.3]

@@ -29,6 +29,16 @@ READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
 LINEAGE_SQL = (Path(__file__).with_name("lineage.sql")).read_text(encoding="utf-8")
 
 
+# Every version a stage wrote, named by the settings that made it (compare two refiners in SQL).
+VERSIONS_SQL = """CREATE OR REPLACE VIEW versions AS
+SELECT stage, fingerprint AS version, fingerprint IN ({current}) AS current,
+       arg_max(params, finished_at) AS settings, arg_max(upstream, finished_at) AS upstream,
+       arg_max(code_version, finished_at) AS code_version, list_distinct(flatten(list(outputs))) AS tables,
+       count(*) AS runs, sum(shards_done) AS shards_written, sum(rows_out) AS rows_written,
+       min(started_at) AS first_run, max(finished_at) AS last_run
+FROM stage_runs WHERE status = 'done' GROUP BY stage, fingerprint"""
+
+
 class ReadOnlyViolation(ValueError):
     pass
 
@@ -54,6 +64,7 @@ def _union(wh: Warehouse, table: str, fps: list[str]) -> str:
 def view_statements(wh: Warehouse) -> list[str]:
     stmts = []
     stage_runs = wh.manifest("stage_runs")  # read once, not once per table
+    current: set[str] = set()
     for name, spec in TABLES.items():
         if spec.manifest:
             files = list(wh.manifest_dir(name).glob("*.parquet"))
@@ -61,9 +72,11 @@ def view_statements(wh: Warehouse) -> list[str]:
             stmts.append(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_q(src)}, union_by_name=true)")
             continue
         versions = wh.versions(name)
-        current = [fp for fp in wh.current_fingerprints(name, stage_runs) if fp in versions]
-        stmts.append(f"CREATE OR REPLACE VIEW {name} AS {_union(wh, name, current)}")
+        cur = [fp for fp in wh.current_fingerprints(name, stage_runs) if fp in versions]
+        current.update(cur)
+        stmts.append(f"CREATE OR REPLACE VIEW {name} AS {_union(wh, name, cur)}")
         stmts.append(f"CREATE OR REPLACE VIEW {name}_all AS {_union(wh, name, versions)}")
+    stmts.append(VERSIONS_SQL.replace("{current}", ", ".join(f"'{fp}'" for fp in sorted(current)) or "NULL"))
     stmts.append(LINEAGE_SQL)
     return stmts
 

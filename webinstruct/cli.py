@@ -48,15 +48,18 @@ def prefect_ready() -> Path:
 
 
 @app.command()
-def ingest(paths: Annotated[list[str], typer.Argument(help="WARC/WET files, folders, globs or fsspec URLs")],
+def ingest(paths: Annotated[list[str], typer.Argument(
+               help="WARC/WET files, folders, globs, fsspec URLs or Common Crawl warc.paths(.gz) listings")],
            shard_size: Annotated[int, typer.Option(help="Documents per shard")] = 2000,
            workers: Annotated[Optional[int], typer.Option(help="Processes (default: all cores for big inputs)")] = None) -> None:
     """Ingest crawl files into `documents` (files already ingested are skipped)."""
     root = prefect_ready()
     from flows.ingest import ingest_flow
+    from flows.settings import CrawlSource
 
     with ui.progress_bars(console):
-        summary = ingest_flow(paths=paths, data_dir=str(root), shard_size=shard_size, workers=workers)
+        summary = ingest_flow(source=CrawlSource(paths=paths, shard_size=shard_size, workers=workers),
+                              data_dir=str(root))
     ui.print_ingest_summary(console, summary)
 
 
@@ -88,8 +91,19 @@ def sql(query: Annotated[str, typer.Argument(help="A read-only SQL query (SELECT
 
 @app.command()
 def status() -> None:
-    """Per-table row counts and versions, and the latest stage runs."""
-    ui.print_status(Console(), warehouse())
+    """Per-table row counts and versions, crawl segments done and pending per stage, the latest stage runs."""
+    ui.print_status(Console(soft_wrap=True), warehouse())
+
+
+@app.command()
+def versions(stage: Annotated[Optional[str], typer.Argument(help="Only this stage (e.g. refine)")] = None) -> None:
+    """Every version each stage wrote, named by its settings (compare them with SQL on `versions`)."""
+    from warehouse.catalog import query as run_query
+
+    where = "" if stage is None else " WHERE stage = '" + stage.replace("'", "''") + "'"
+    df = run_query(warehouse(), "SELECT stage, version, current, settings, runs, rows_written, last_run "
+                                f"FROM versions{where} ORDER BY stage, last_run")
+    ui.print_frame(Console(soft_wrap=True), df, max_rows=200, title="versions")
 
 
 @app.command()

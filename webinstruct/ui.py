@@ -7,6 +7,7 @@ from typing import Iterator
 import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.measure import Measurement
 from rich.table import Table
 
 from flows.runtime import set_progress
@@ -36,13 +37,29 @@ def progress_bars(console: Console) -> Iterator[None]:
         set_progress(None)
 
 
+# Columns holding ids or paths are never folded: a user copies them whole.
+_WHOLE = ("id", "fingerprint", "version", "path", "url", "file", "run", "dir")
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print at the table's natural width (not the terminal's), so no cell is cut into lines."""
+    natural = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
+    if natural <= console.width:
+        console.print(table)
+        return
+    wide = Console(file=console.file, width=natural, color_system=console.color_system,
+                   force_terminal=console.is_terminal, soft_wrap=True)
+    wide.print(table)
+
+
 def print_frame(console: Console, df: pl.DataFrame, max_rows: int = 50, title: str | None = None) -> None:
     table = Table(title=title, show_lines=False)
     for col in df.columns:
-        table.add_column(col, overflow="fold", max_width=60)
+        whole = any(w in col.lower() for w in _WHOLE)
+        table.add_column(col, overflow="fold", no_wrap=whole, max_width=None if whole else 60)
     for row in df.head(max_rows).iter_rows():
         table.add_row(*["" if v is None else str(v)[:500] for v in row])
-    console.print(table)
+    print_table(console, table)
     if df.height > max_rows:
         console.print(f"[dim]{df.height - max_rows} more rows (use --format csv or --max-rows)[/]")
 
@@ -59,7 +76,7 @@ def print_ingest_summary(console: Console, summary: dict) -> None:
 def print_status(console: Console, wh: Warehouse) -> None:
     table = Table(title=f"warehouse {wh.root}")
     for col in ("table", "version", "current", "rows", "shards"):
-        table.add_column(col, justify="right" if col in ("rows", "shards") else "left")
+        table.add_column(col, justify="right" if col in ("rows", "shards") else "left", no_wrap=True)
     stage_runs = wh.manifest("stage_runs")
     for name, spec in TABLES.items():
         if spec.manifest:
@@ -70,7 +87,12 @@ def print_status(console: Console, wh: Warehouse) -> None:
             rows = 0 if fp == "-" else wh.scan(name, fp).select(pl.len()).collect().item()
             shards = 0 if fp == "-" else len(wh.shard_ids(name, fp))
             table.add_row(name, fp, "yes" if fp in current else "", str(rows), str(shards))
-    console.print(table)
+    print_table(console, table)
+    from webinstruct.segments import segment_status
+
+    segments = segment_status(wh)
+    if segments.height:
+        print_frame(console, segments, title="crawl segments per stage (current versions)")
     if stage_runs.height:
         last = stage_runs.sort("started_at", descending=True).head(10).select(
             "stage", "fingerprint", "status", "shards_done", "shards_skipped", "rows_out", "started_at", "error")
@@ -84,6 +106,9 @@ def print_tables(console: Console) -> None:
     table.add_column("columns", overflow="fold")
     for name, spec in TABLES.items():
         table.add_row(name, spec.doc, ", ".join(spec.schema))
+    table.add_row("versions", "Every version each stage wrote, with the settings that made it and whether it is current.",
+                  "stage, version, current, settings, upstream, code_version, tables, runs, shards_written, "
+                  "rows_written, first_run, last_run")
     table.add_row("doc_lineage", "Every current document, how far it got and why it stopped (`fate`).",
                   "doc_id, url, recall_score, recalled, pairs_extracted, pairs_refined, pairs_duplicate, "
                   "pairs_contaminated, pairs_in_dataset, fate, ...")

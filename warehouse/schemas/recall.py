@@ -13,7 +13,8 @@ RECALL_MODELS = TableSpec(
     key=("fingerprint",),
     schema={
         "round": pl.Int32,
-        "train_key": pl.String,  # fingerprint of the training alone; the model file is named by it
+        "line_key": pl.String,  # settings + seeds + upstream versions: models of one line replace each other
+        "train_key": pl.String,  # one training of the line (the documents it saw); names the model file
         "model_path": pl.String,
         "n_pos": pl.Int64,
         "n_neg": pl.Int64,
@@ -63,7 +64,7 @@ RECALL_SCORES = TableSpec(
 DOMAINS = TableSpec(
     name="domains",
     doc="Registered domains of scored documents with counts and the LLM's educational label.",
-    key=("round", "domain"),
+    key=("round", "domain", "labelled_at"),
     schema={
         "round": pl.Int32,
         "domain": pl.String,
@@ -75,8 +76,9 @@ DOMAINS = TableSpec(
         "sample_urls": pl.List(pl.String),
         "label": pl.String,  # educational | other | unlabelled | failed
         "reason": pl.String,
-        "label_source": pl.String,  # llm | override | below_min_docs | failed
+        "label_source": pl.String,  # llm | override | below_min_docs | over_budget | failed
         "model": pl.String,
+        "labelled_at": TS,  # rows accumulate run by run; a domain's newest row is its label
     },
 )
 

@@ -29,12 +29,17 @@ def register(app: typer.Typer) -> None:
         """Deduplicate and decontaminate refined pairs into `dataset` (only shards not done yet)."""
         root = prefect_ready()
         from flows.curate import curate_flow
+        from flows.settings import CurateSettings, ExportSettings
         from webinstruct import ui
 
+        bundled = [b for b in benchmark or [] if ":" not in b]
+        settings = CurateSettings(dedup_fields=fields, shingle_size=shingle_size, num_perm=num_perm, bands=bands,
+                                  dedup_threshold=threshold, per_model=per_model, benchmarks=bundled or None,
+                                  extra_benchmarks=[b for b in benchmark or [] if ":" in b],
+                                  decontaminate_documents=documents)
         with ui.progress_bars(console):
-            summary = curate_flow(data_dir=str(root), fields=fields, shingle_size=shingle_size, num_perm=num_perm,
-                                  bands=bands, threshold=threshold, per_model=per_model, benchmarks=benchmark,
-                                  decontaminate_documents=documents, export_dir=export_dir, export_format=format)
+            summary = curate_flow(data_dir=str(root), curate=settings,
+                                  export=ExportSettings(dir=export_dir, format=format))
         console.print(
             f"[green]curate[/] {summary.get('pairs', 0)} new pair(s): "
             f"{summary.get('duplicates_dropped', 0)} duplicate(s) "

@@ -22,7 +22,9 @@ def mine(
         help="Refiner model, repeatable: each gives its own qa_refined version (default: --model)")] = None,
     concurrency: ConcurrencyOption = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="Reply token limit per request")] = None,
-    limit_docs: Annotated[Optional[int], typer.Option(help="Only the first N recalled documents")] = None,
+    max_docs: Annotated[Optional[int], typer.Option(
+        help="Pages to extract this run, highest recall score first; the rest stay pending")] = None,
+    prompt: Annotated[str, typer.Option(help="Extraction prompt: a name under prompts/ or a path")] = "extract",
     recall_fingerprint: Annotated[Optional[str], typer.Option(
         help="recall_scores version to read (default: the newest round; all documents if none)")] = None,
     chunk_chars: Annotated[int, typer.Option(help="Characters per page chunk sent to the LLM")] = 4000,
@@ -33,26 +35,30 @@ def mine(
     from webinstruct.cli import prefect_ready
 
     root = prefect_ready()
-    from flows.mine import mine_flow
+    from flows.extract import extract_flow
+    from flows.refine import refine_flow
+    from flows.settings import ExtractSettings
 
+    settings = ExtractSettings(prompt=prompt, max_docs=max_docs, chunk_chars=chunk_chars, max_chunks=max_chunks,
+                               recall_version=recall_fingerprint)
     with llm_session(console, base_url, model, concurrency, max_tokens=max_tokens) as live:
-        refiners = [live.model_copy(update={"model": m}) for m in refine_model] if refine_model else None
-        summary = mine_flow(data_dir=str(root), recall_fingerprint=recall_fingerprint, limit_docs=limit_docs,
-                            extract_llm=live, refine_llms=refiners, chunk_chars=chunk_chars,
-                            max_chunks=max_chunks, refine=refine)
+        summary = extract_flow(data_dir=str(root), llm=live, extract=settings)
+        if refine:
+            refiners = [live.model_copy(update={"model": m}) for m in refine_model] if refine_model else [live]
+            summary["refine"] = refine_flow(data_dir=str(root), refiners=refiners)["refine"]
     print_summary(summary)
 
 
 def print_summary(summary: dict) -> None:
     if summary.get("warning"):
         console.print(f"[yellow]warning:[/] {summary['warning']}")
-    x = summary["extract"]
+    x = summary
     console.print(
-        f"[green]extract[/] version {x['fingerprint']} ({x['model']}): {summary['docs']} page(s), "
-        f"{x['pairs']} pair(s) from {x['docs_with_pairs']} page(s); {x['no_pairs']} chunk(s) without pairs, "
-        f"{x['rejected']} rejected, {x['failed']} failed; {x['calls']} LLM call(s), {x['cached']} from cache, "
-        f"{x['shards_skipped']}/{x['shards']} shard(s) already done")
-    for r in summary["refine"]:
+        f"[green]extract[/] version {x['fingerprint']} ({x['model']}): {x['docs']} new page(s), "
+        f"{x['pairs']} pair(s); {x['no_pairs']} chunk(s) without pairs, {x['rejected']} rejected, "
+        f"{x['failed']} failed; {x['calls']} LLM call(s), {x['cached']} from cache; "
+        f"{x['pending_after']} recalled page(s) still pending")
+    for r in summary.get("refine", []):
         console.print(
             f"[green]refine[/]  version {r['fingerprint']} ({r['model']}, T={r['temperature']}): {r['ok']} refined, "
             f"{r['failed']} failed; {r['calls']} LLM call(s), {r['cached']} from cache")

@@ -1,4 +1,4 @@
-"""`webinstruct run` (the whole DAG), `demo` (on the bundled sample), `schedule`, `ui`."""
+"""`webinstruct run` (the whole DAG), `demo` (on the bundled sample), `deploy` (Prefect deployments), `ui`."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.panel import Panel
 
 from webinstruct.options import BaseUrlOption, ModelOption, llm_session
 
@@ -20,16 +19,21 @@ RefineModel = Annotated[Optional[list[str]], typer.Option(
     "--refine-model", help="Refiner model(s), one version each; default: the extraction model")]
 
 
-def _run_pipeline(console: Console, paths: list[str], base_url, model, refine_model, limit_docs,
-                  export_dir: Path, **options) -> dict:
+def _run_pipeline(console: Console, paths: list[str], base_url, model, refine_model, max_docs,
+                  export_dir: Path, recall: dict | None = None, domains: dict | None = None,
+                  extract: dict | None = None, llm: dict | None = None) -> dict:
     from webinstruct import cli
 
     root = cli.prefect_ready()
     from flows.pipeline import pipeline_flow
+    from flows.settings import CrawlSource, DomainSettings, ExportSettings, ExtractSettings, RecallSettings
 
-    with llm_session(console, base_url, model, None, **options.pop("llm", {})) as live:
-        return pipeline_flow(paths=paths, data_dir=str(root), llm=live, refine_models=refine_model,
-                             limit_docs=limit_docs, export_dir=str(export_dir), **options)
+    with llm_session(console, base_url, model, None, **(llm or {})) as live:
+        refiners = [live.model_copy(update={"model": m}) for m in refine_model] if refine_model else None
+        return pipeline_flow(source=CrawlSource(paths=paths), data_dir=str(root), llm=live, refiners=refiners,
+                             recall=RecallSettings(**(recall or {})), domains=DomainSettings(**(domains or {})),
+                             extract=ExtractSettings(max_docs=max_docs, **(extract or {})),
+                             export=ExportSettings(dir=str(export_dir)))
 
 
 def _print_outcome(console: Console, export_dir: Path, seconds: float) -> None:
@@ -43,43 +47,46 @@ def _print_outcome(console: Console, export_dir: Path, seconds: float) -> None:
         console.print("[yellow]No pair survived extraction.[/] A 135M model mostly invents questions, which the "
                       "grounding check rejects (see qa_extracted.status/error). For real pairs, serve a real "
                       "model: webinstruct serve --engine vllm --model ..., then --base-url.")
-    data = os.path.relpath(wh.root)
-    console.print(Panel.fit(
-        "\n".join([
-            f"[bold]dataset[/]     {os.path.relpath(export_dir)}/  (card: {os.path.relpath(export_dir)}/README.md)",
+    data = wh.root
+    console.print("[bold]where to look next[/]")
+    for line in [
+            f"[bold]dataset[/]     {export_dir}/  (card: README.md inside)",
             '[bold]SQL[/]         webinstruct sql "select question, answer, url from dataset limit 5"',
-            '              webinstruct sql "select fate, count(*) from doc_lineage group by 1"',
-            '              webinstruct sql "select status, error, question from qa_extracted"',
-            "              webinstruct tables      (every table; <name>_all holds every version)",
+            '            webinstruct sql "select fate, count(*) from doc_lineage group by 1"',
+            '            webinstruct sql "select status, error, question from qa_extracted"',
+            "            webinstruct tables      (every table; <name>_all holds every version)",
             f"[bold]DuckDB[/]      duckdb -readonly {data}/catalog.duckdb",
-            "[bold]status[/]      webinstruct status",
-            "[bold]Prefect UI[/]  webinstruct ui   -> http://127.0.0.1:4200 (every flow and task run)",
-        ]),
-        title="where to look next",
-    ))
+            "[bold]status[/]      webinstruct status     (segments done and pending per stage and version)",
+            "[bold]versions[/]    webinstruct versions   (every version and the settings that made it)",
+            "[bold]report[/]      webinstruct report report.html",
+            "[bold]Prefect UI[/]  webinstruct ui   -> http://127.0.0.1:4200 (runs, artifacts, reruns from the form)",
+    ]:
+        console.print("  " + line)
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def run(paths: Annotated[list[str], typer.Argument(help="WARC/WET files, folders, globs or fsspec URLs")],
+    def run(paths: Annotated[list[str], typer.Argument(help="WARC/WET files, folders, globs, fsspec URLs or warc.paths listings")],
             base_url: BaseUrlOption = None, model: ModelOption = None, refine_model: RefineModel = None,
-            limit_docs: Annotated[Optional[int], typer.Option(help="Extract from at most N recalled docs")] = None,
+            max_docs: Annotated[Optional[int], typer.Option(
+                help="Pages to extract this run, highest recall score first; the rest stay pending")] = None,
+            retrain: Annotated[str, typer.Option(help="Recall model: if_missing | always | never")] = "if_missing",
             export_dir: Annotated[Optional[Path], typer.Option(help="Where to write the dataset")] = None) -> None:
-        """Run the whole pipeline: ingest -> recall -> extract -> refine -> dedup -> decontaminate -> export."""
+        """Carry new crawl files through every stage: ingest -> recall -> extract -> refine -> curate -> export."""
         from webinstruct import cli
 
         console = Console(stderr=True)
         export_dir = export_dir or cli.warehouse().root / "export"
         start = time.perf_counter()
-        _run_pipeline(console, paths, base_url, model, refine_model, limit_docs, export_dir)
-        _print_outcome(Console(), export_dir, time.perf_counter() - start)
+        _run_pipeline(console, paths, base_url, model, refine_model, max_docs, export_dir, recall={"retrain": retrain})
+        _print_outcome(Console(soft_wrap=True), export_dir, time.perf_counter() - start)
 
     @app.command()
-    def demo(limit_docs: Annotated[int, typer.Option(help="Recalled pages sent to the LLM")] = 6) -> None:
+    def demo(max_docs: Annotated[int, typer.Option(help="Recalled pages sent to the LLM")] = 6) -> None:
         """The whole pipeline on the bundled real sample, with the embedded LLM server."""
         from webinstruct import cli
 
-        console = Console(stderr=True)
+        console = Console(stderr=True, soft_wrap=True)
         export_dir = cli.warehouse().root / "export"
         console.print(f"[bold]webinstruct demo[/]: {SAMPLE_CRAWL} -> {cli.warehouse().root}\n"
                       "[dim]real Common Crawl excerpts + 205 real forum/Q&A pages; the embedded "
@@ -87,32 +94,65 @@ def register(app: typer.Typer) -> None:
         start = time.perf_counter()
         # Sized for 2 CPU cores and a 135M model (~90 prompt / ~25 generated tokens/s): short
         # chunks, short replies, a few domains per round; a GPU host runs the defaults.
-        _run_pipeline(console, [str(SAMPLE_CRAWL)], None, None, None, limit_docs, export_dir,
-                      min_domain_docs=1, max_llm_domains=6, chunk_chars=1500, max_chunks=1,
+        _run_pipeline(console, [str(SAMPLE_CRAWL)], None, None, None, max_docs, export_dir,
+                      domains={"min_domain_docs": 1, "max_llm_domains": 6},
+                      extract={"chunk_chars": 1500, "max_chunks": 1},
                       llm={"max_tokens": 320, "max_concurrency": 2})
-        _print_outcome(Console(), export_dir, time.perf_counter() - start)
+        _print_outcome(Console(soft_wrap=True), export_dir, time.perf_counter() - start)
 
     @app.command()
-    def schedule(paths: Annotated[list[str], typer.Argument(help="Crawl folder(s)/URL(s) to watch")],
-                 cron: Annotated[str, typer.Option(help="Cron schedule")] = "0 3 * * *",
-                 name: Annotated[str, typer.Option(help="Deployment name")] = "webinstruct-scheduled",
-                 base_url: BaseUrlOption = None, model: ModelOption = None) -> None:
-        """Serve the pipeline as a scheduled Prefect deployment (needs a Prefect server: `webinstruct ui`)."""
+    def deploy(watch: Annotated[Optional[list[str]], typer.Argument(
+                   help="Crawl folder(s), globs, fsspec URLs or warc.paths listings the pipeline deployment reads")] = None,
+               cron: Annotated[Optional[str], typer.Option(help="Schedule of the pipeline deployment, e.g. '0 3 * * *'")] = None,
+               listing_base: Annotated[Optional[str], typer.Option(
+                   help="Where the relative paths of a warc.paths listing live [default: data.commoncrawl.org]")] = None,
+               name: Annotated[Optional[str], typer.Option(help="Deployment name [default: the warehouse folder name]")] = None,
+               base_url: BaseUrlOption = None, model: ModelOption = None) -> None:
+        """Register a deployment per stage (ingest, recall, extract, refine, curate) and one for the
+        pipeline on a Prefect server (PREFECT_API_URL, or `webinstruct ui`), and run what they are asked."""
         from webinstruct import cli
 
+        _configure_serving()
         root = cli.prefect_ready()
-        from flows.pipeline import pipeline_flow
-        from webinstruct.llm_server import settings_from_cli
-
-        settings = settings_from_cli(base_url, model, None)
-        pipeline_flow.serve(name=name, cron=cron, parameters={
-            "paths": paths, "data_dir": str(root), "llm": settings.model_dump()})
+        _serve(root, watch, cron, listing_base, name, base_url, model)
 
     @app.command()
-    def ui() -> None:
-        """Start the Prefect server + UI on the warehouse's Prefect home (past runs included)."""
+    def ui(port: Annotated[int, typer.Option(help="Port of the Prefect server")] = 4200,
+           watch: Annotated[Optional[list[str]], typer.Argument(help="Crawl folder(s) for the pipeline deployment")] = None,
+           cron: Annotated[Optional[str], typer.Option(help="Schedule of the pipeline deployment")] = None,
+           base_url: BaseUrlOption = None, model: ModelOption = None) -> None:
+        """Start a Prefect server + UI on 127.0.0.1 (this warehouse's runs) and serve its deployments."""
         from webinstruct import cli
 
-        cli.prefect_ready()
-        env = {**os.environ, "PREFECT_UI_ENABLED": "true"}
-        raise typer.Exit(subprocess.call([str(Path(sys.executable).parent / "prefect"), "server", "start"], env=env))
+        _configure_serving()
+        root = cli.prefect_ready()
+        from webinstruct.prefect_server import PrefectServer
+
+        console = Console(stderr=True, soft_wrap=True)
+        with PrefectServer(port=port) as server:
+            console.print(f"[bold]Prefect UI[/] {server.ui_url}   (Ctrl-C stops the server and the deployments)")
+            os.environ["PREFECT_API_URL"] = server.api_url
+            _serve(root, watch, cron, None, None, base_url, model)
+
+
+def _configure_serving() -> None:
+    """Served runs log to the server (their pages show logs) at INFO."""
+    os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "true"
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+
+def _serve(root: Path, watch, cron, listing_base, name, base_url, model) -> None:
+    from flows.deploy import build_deployments, serve_deployments
+    from webinstruct.llm_server import ensure_server, settings_from_cli
+
+    console = Console(stderr=True, soft_wrap=True)
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print("[red]no Prefect server:[/] set PREFECT_API_URL, or run `webinstruct ui` (it starts one)")
+        raise typer.Exit(2)
+    settings = settings_from_cli(base_url, model, None)
+    # The embedded LLM server lives as long as the deployments are served (when it is the default and down).
+    with ensure_server(settings) as live:
+        deployments = build_deployments(root, llm=live, watch=watch, cron=cron, listing_base=listing_base, name=name)
+        for d in deployments:
+            console.print(f"deployment [bold]{d.flow_name}/{d.name}[/]" + (f"  cron {cron}" if cron and d.flow_name == "webinstruct" else ""))
+        serve_deployments(deployments)

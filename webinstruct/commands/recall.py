@@ -34,6 +34,8 @@ def recall(
     domain_overrides: Annotated[Optional[str], typer.Option(
         help="CSV/JSON file of domain,label (educational|other) that wins over the LLM")] = None,
     rounds: Annotated[int, typer.Option(help="Recall rounds (the paper: 2)")] = 2,
+    retrain: Annotated[str, typer.Option(
+        help="if_missing: train once, then pin the model | always: train on the documents there are now | never")] = "if_missing",
     base_url: BaseUrlOption = None,
     model: ModelOption = None,
     concurrency: ConcurrencyOption = None,
@@ -42,16 +44,20 @@ def recall(
     from webinstruct.cli import prefect_ready
 
     root = prefect_ready()
+    import pydantic
+
     from flows.recall import recall_flow
+    from flows.settings import DomainSettings, RecallSettings
 
     try:
+        settings = RecallSettings(seeds=seeds, dim=dim, epoch=epoch, lr=lr, word_ngrams=word_ngrams,
+                                  neg_sample=neg_sample, threshold=None if auto_threshold else threshold,
+                                  rounds=rounds, retrain=retrain)
+        domains = DomainSettings(min_domain_docs=min_domain_docs, max_llm_domains=max_llm_domains,
+                                 overrides=domain_overrides)
         with llm_session(console, base_url, model, concurrency) as live:
-            summary = recall_flow(data_dir=str(root), seeds=seeds, dim=dim, epoch=epoch, lr=lr,
-                                  word_ngrams=word_ngrams, neg_sample=neg_sample,
-                                  threshold=None if auto_threshold else threshold, min_domain_docs=min_domain_docs,
-                                  max_llm_domains=max_llm_domains,
-                                  domain_overrides=domain_overrides, llm=live, rounds=rounds)
-    except (ValueError, FileNotFoundError) as exc:
+            summary = recall_flow(data_dir=str(root), recall=settings, domains=domains, llm=live)
+    except (ValueError, FileNotFoundError, pydantic.ValidationError) as exc:
         console.print(f"[red]recall failed:[/] {exc}")
         raise typer.Exit(2)
     print_summary(summary)
@@ -63,7 +69,7 @@ def print_summary(summary: dict) -> None:
             f"[green]round {r['round']}[/] model {r['model_fingerprint']} ({'trained' if r['trained'] else 'reused'}; "
             f"{r['n_pos']} pos / {r['n_neg']} neg): held-out P {r['precision']:.3f} R {r['recall']:.3f} "
             f"F1 {r['f1']:.3f} at threshold {r['threshold']:.2f}; kept {r['docs_kept']}/{r['docs_scored']} pages; "
-            f"{r['labelled']}/{r['domains']} domains labelled ({r['failed']} failed), "
+            f"{r['labelled']}/{r['domains']} domains labelled ({r['new_domains']} new this run, {r['failed']} failed), "
             f"educational: {', '.join(r['educational'][:8]) or '-'}{' ...' if len(r['educational']) > 8 else ''}")
     console.print(f"final recalled set: recall_scores version {summary['final_scores_fingerprint']} (kept = true)")
     console.print("inspect: webinstruct sql \"SELECT round, domain, docs_recalled, label, reason FROM domains "

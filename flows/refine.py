@@ -1,0 +1,97 @@
+"""Flow `refine`: extracted pairs -> `qa_refined`, one version per refiner (model, base URL, sampling).
+
+Each refiner reads the same `qa_extracted` version; its output shards mirror the extraction
+shards, so only extraction shards not refined yet by that refiner are work. Running this flow
+with another model (or prompt) writes a new version beside the old one; `downstream` then
+curates it into its own dedup, decontamination and dataset versions.
+"""
+from typing import Optional
+
+import polars as pl
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+
+from flows.runtime import pipeline_run, progress, run_logger, run_shards, stage, total
+from flows.settings import RefineSettings
+from tasks import refine as rf
+from tasks.llm_client import LLMClient, LLMSettings
+from warehouse import Warehouse
+from warehouse.catalog import write_catalog
+
+
+@task(name="refine-shard", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def refine_shard_task(data_dir: str, settings: LLMSettings, params: rf.RefineParams, fp: str, extract_fp: str,
+                      shard: str, label: str) -> dict:
+    stats = rf.refine_shard(Warehouse(data_dir), settings, params, fp, extract_fp, shard)
+    progress(label, stats.get("pairs", 0))
+    return stats
+
+
+def resolve_extract(wh: Warehouse, version: Optional[str]) -> Optional[str]:
+    if version:
+        if version not in wh.versions("qa_extracted"):
+            raise ValueError(f"no qa_extracted version {version!r}; known: {wh.versions('qa_extracted')}")
+        return version
+    current = wh.current_fingerprints("qa_extracted")
+    return current[-1] if current else None
+
+
+@flow(name="refine", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def refine_flow(
+    data_dir: Optional[str] = Field(None, description="Warehouse directory (default ./webinstruct-data)"),
+    refiners: list[LLMSettings] = Field(default_factory=lambda: [LLMSettings()], min_length=1, description=(
+        "One entry per refiner (paper: two models for diversity); each has its own model and base URL "
+        "and gives its own qa_refined version")),
+    refine: RefineSettings = RefineSettings(),
+    downstream: bool = Field(False, description="Then curate (dedup, decontaminate, dataset) what is new"),
+    run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
+) -> dict:
+    """Refine extracted pairs with one or more LLMs: formatting, missing steps, self-contained questions."""
+    wh = Warehouse(data_dir)
+    xfp = resolve_extract(wh, refine.extract_version)
+    if xfp is None:
+        run_logger().warning("nothing to refine in %s: no page has been extracted yet", wh.root)
+        return {"extract_fingerprint": None, "refine": []}
+    rparams = rf.RefineParams(prompt=refine.prompt, max_input_chars=refine.max_input_chars)
+    shards = wh.shard_ids("qa_extracted", xfp)
+    plans = []
+    for s in refiners:
+        fp = rparams.fingerprint(s, xfp)
+        if fp in [p[1] for p in plans]:
+            raise ValueError(f"two refiners have the same settings (model {s.model!r}); give each its own "
+                             "model or temperature")
+        done = set(wh.shard_ids("qa_refined", fp))
+        plans.append((s, fp, [x for x in shards if x not in done]))
+    for s, _, todo in plans:  # fail fast, before any task; nothing to do needs no server
+        if todo:
+            LLMClient(s, wh).check_server()
+    summary: dict = {"extract_fingerprint": xfp, "refine": []}
+    run_params = {"refine": refine.model_dump(), "models": [s.model for s in refiners]}
+    with pipeline_run(wh, "refine", run_params, run_id) as rid:
+        for settings, fp, todo in plans:
+            label = f"refine {settings.model}"[:24]
+            n_pairs = (pl.read_parquet([wh.shard_path("qa_extracted", xfp, x) for x in todo], columns=["status"])
+                       .filter(pl.col("status") == "ok").height if todo else 0)
+            progress(label, 0, n_pairs)
+            with stage(wh, run_id=rid, name=rf.STAGE, fingerprint=fp, outputs=["qa_refined", "llm_calls"],
+                       params={"model": settings.model, "base_urls": settings.base_urls, "prompt": refine.prompt,
+                               "temperature": settings.temperature, "max_tokens": settings.max_tokens},
+                       upstream=[xfp], code_version=rf.CODE_VERSION) as sr:
+                res = run_shards(refine_shard_task, [(str(wh.root), settings, rparams, fp, xfp, x, label) for x in todo],
+                                 f"refine with {settings.model}")
+                sr.add(shards_total=len(shards), shards_done=len(todo), shards_skipped=len(shards) - len(todo),
+                       rows_in=n_pairs, rows_out=total(res, "pairs"))
+                if res:
+                    sr.reasons = {"ok": total(res, "ok"), "failed": total(res, "failed")}
+            summary["refine"].append({
+                "fingerprint": fp, "model": settings.model, "temperature": settings.temperature,
+                "shards_done": len(todo), "calls": total(res, "calls"), "cached": total(res, "cached"),
+                "ok": total(res, "ok"), "failed": total(res, "failed")})
+        write_catalog(wh)
+        if downstream:
+            from flows.curate import curate_flow
+
+            summary["curate"] = curate_flow(data_dir=str(wh.root), run_id=rid)
+    return summary

@@ -1,0 +1,93 @@
+"""The settings each flow takes, as pydantic models: they render as forms in the Prefect UI.
+
+Every field has a description (the form's help text); choices are `Literal`s (drop-downs).
+No secret is ever a field: see `LLMSettings.api_key_env` / `api_key_secret`.
+Kept free of `from __future__ import annotations`: Prefect validates a deployment's parameters
+in a fresh process from the pickled flow, where postponed annotations cannot be resolved.
+"""
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.benchmarks import BUILTIN
+from tasks.ingest import CC_BASE_URL
+
+BenchmarkName = Literal[tuple(sorted(BUILTIN))]  # type: ignore[valid-type]
+
+
+class _Form(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CrawlSource(_Form):
+    paths: list[str] = Field(default_factory=list, description=(
+        "WARC/WET files, folders, globs, fsspec URLs (s3://...) or Common Crawl warc.paths(.gz) listings; "
+        "files already ingested are skipped"))
+    listing_base: str = Field(CC_BASE_URL, description="Where the relative paths of a warc.paths listing live")
+    shard_size: int = Field(2000, ge=1, description="Documents per shard (does not change the version)")
+    workers: Optional[int] = Field(None, ge=1, description="Processes to spread files over (default: all cores for big inputs)")
+
+
+class RecallSettings(_Form):
+    threshold: Optional[float] = Field(0.5, ge=0, le=1, description=(
+        "Score at or above which a page is recalled; empty = the held-out best-F1 threshold. "
+        "A new threshold is a new version without retraining"))
+    retrain: Literal["if_missing", "never", "always"] = Field("if_missing", description=(
+        "if_missing: train once, then keep that model for new crawl data; always: train a new model "
+        "on the documents there are now (a new version, backfilled over every segment); never: refuse to train"))
+    rounds: int = Field(2, ge=1, le=2, description="1: seeds only; 2: retrain on the LLM-labelled domains (paper)")
+    seeds: Optional[list[str]] = Field(None, description="Seed files (JSONL/JSON/Parquet/text); empty = bundled GSM8K, AQuA-RAT, SVAMP")
+    dim: int = Field(256, ge=2, description="fastText vector size (paper: 256)")
+    epoch: int = Field(3, ge=1, description="fastText epochs (paper: 3)")
+    lr: float = Field(1.0, gt=0, description="fastText learning rate")
+    word_ngrams: int = Field(2, ge=1, description="fastText word n-grams")
+    min_count: int = Field(1, ge=1, description="Minimum word count in the training text")
+    neg_sample: Optional[int] = Field(None, ge=1, description="Negatives to sample (empty: as many as positives)")
+    pos_neg_ratio: float = Field(1.0, gt=0, description="Positives per negative")
+
+
+class DomainSettings(_Form):
+    min_domain_docs: int = Field(1, ge=1, description=(
+        "Recalled pages a domain needs before the LLM labels it (paper: 1000 at crawl scale)"))
+    max_llm_domains: Optional[int] = Field(None, ge=0, description=(
+        "Label at most this many new domains per run (most recalled first); the rest wait for the next run"))
+    overrides: Optional[str] = Field(None, description="CSV/JSON file of domain,label that wins over the LLM")
+
+
+class ExtractSettings(_Form):
+    prompt: str = Field("extract", description="Prompt: a file name under prompts/ (extract) or a path to your own .md")
+    max_docs: Optional[int] = Field(None, ge=0, description=(
+        "Pages to extract this run, highest recall score first; the rest stay pending for the next run"))
+    chunk_chars: int = Field(4000, ge=200, description="Characters per chunk of a cleaned page")
+    overlap_chars: int = Field(300, ge=0, description="Characters two consecutive chunks share")
+    max_chunks: int = Field(6, ge=1, description="Chunks sent per page at most")
+    min_grounding: float = Field(0.5, ge=0, le=1, description="Share of a question's words that must be on the page")
+    recall_version: Optional[str] = Field(None, description="A recall_scores version (or model fingerprint); empty = the newest round")
+
+
+class RefineSettings(_Form):
+    prompt: str = Field("refine", description="Prompt: a file name under prompts/ (refine) or a path to your own .md")
+    max_input_chars: int = Field(6000, ge=200, description="A longer pair is cut (question first) to fit the context")
+    extract_version: Optional[str] = Field(None, description="A qa_extracted version to refine; empty = the current one")
+
+
+class CurateSettings(_Form):
+    dedup_fields: Literal["question", "question+answer"] = Field("question", description="Text compared for duplicates")
+    shingle_size: int = Field(3, ge=1, description="Word n-gram size of the MinHash shingles")
+    num_perm: int = Field(64, ge=8, description="MinHash permutations (a multiple of bands)")
+    bands: int = Field(32, ge=1, description="LSH bands")
+    dedup_threshold: float = Field(0.6, ge=0, le=1, description="Estimated Jaccard at which two pairs are duplicates")
+    per_model: bool = Field(False, description="Deduplicate each refiner's version on its own (keeps two-model diversity)")
+    benchmarks: Optional[list[BenchmarkName]] = Field(None, description="Bundled benchmarks to decontaminate against; empty = all")
+    extra_benchmarks: list[str] = Field(default_factory=list, description="Your own benchmark files as [name=]path:field")
+    decontaminate_documents: bool = Field(False, description="Also drop every pair of a page that contains benchmark text")
+
+    def benchmark_specs(self) -> Optional[list[str]]:
+        if not self.benchmarks and not self.extra_benchmarks:
+            return None
+        return [*(self.benchmarks or sorted(BUILTIN)), *self.extra_benchmarks]
+
+
+class ExportSettings(_Form):
+    dir: Optional[str] = Field(None, description="Folder to write the dataset to (Hugging Face layout + card); empty = no export")
+    format: Literal["parquet", "jsonl"] = Field("parquet", description="File format of the exported dataset")
