@@ -47,8 +47,8 @@ def dataset_task(data_dir: str, out_fp: str, refined_fp: str, shard: str, dedup_
 @flow(name="curate", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def curate_flow(
     data_dir: Optional[str] = Field(None, description="Warehouse directory (default ./webinstruct-data)"),
-    curate: CurateSettings = CurateSettings(),
-    export: ExportSettings = ExportSettings(),
+    curate: CurateSettings = Field(CurateSettings(), description="Dedup and decontamination"),
+    export: ExportSettings = Field(ExportSettings(), description="Where and how the dataset is exported"),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:
     """Deduplicate and decontaminate the refined pairs, build `dataset`, and export it if asked."""

@@ -44,8 +44,8 @@ def status_reasons(df: pl.DataFrame) -> dict[str, int]:
 @flow(name="extract", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def extract_flow(
     data_dir: Optional[str] = Field(None, description="Warehouse directory (default ./webinstruct-data)"),
-    llm: LLMSettings = LLMSettings(),
-    extract: ExtractSettings = ExtractSettings(),
+    llm: LLMSettings = Field(LLMSettings(), description="The LLM server and model (no API key here: see api_key_env)"),
+    extract: ExtractSettings = Field(ExtractSettings(), description="Extraction prompt, per-run budget, page chunks"),
     downstream: bool = Field(False, description="Then refine (with llm) and curate what is new"),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:

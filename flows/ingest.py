@@ -37,7 +37,7 @@ def _runner(todo: list[str], workers: int | None):
 
 @flow(name="ingest")
 def ingest_flow(
-    source: CrawlSource = CrawlSource(),
+    source: CrawlSource = Field(CrawlSource(), description="The crawl files to read"),
     data_dir: Optional[str] = Field(None, description="Warehouse directory (default ./webinstruct-data)"),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:

@@ -25,17 +25,17 @@ from warehouse import Warehouse
 
 @flow(name="webinstruct")
 def pipeline_flow(
-    source: CrawlSource = CrawlSource(),
+    source: CrawlSource = Field(CrawlSource(), description="The crawl files to read"),
     data_dir: Optional[str] = Field(None, description="Warehouse directory (default ./webinstruct-data)"),
-    llm: LLMSettings = LLMSettings(),
+    llm: LLMSettings = Field(LLMSettings(), description="The LLM server and model (no API key here: see api_key_env)"),
     refiners: Optional[list[LLMSettings]] = Field(None, description=(
         "Refiners, each with its own model and base URL (one qa_refined version each); empty = the llm above")),
-    recall: RecallSettings = RecallSettings(),
-    domains: DomainSettings = DomainSettings(),
-    extract: ExtractSettings = ExtractSettings(),
-    refine: RefineSettings = RefineSettings(),
-    curate: CurateSettings = CurateSettings(),
-    export: ExportSettings = ExportSettings(),
+    recall: RecallSettings = Field(RecallSettings(), description="fastText recall: threshold, retrain policy, training"),
+    domains: DomainSettings = Field(DomainSettings(), description="Which domains the LLM labels"),
+    extract: ExtractSettings = Field(ExtractSettings(), description="Extraction prompt, per-run budget, page chunks"),
+    refine: RefineSettings = Field(RefineSettings(), description="Refinement prompt and input size"),
+    curate: CurateSettings = Field(CurateSettings(), description="Dedup and decontamination"),
+    export: ExportSettings = Field(ExportSettings(), description="Where and how the dataset is exported"),
 ) -> dict:
     """Carry new crawl files through every stage: ingest, recall, extract, refine, dedup, decontaminate, export."""
     wh = Warehouse(data_dir)

@@ -160,9 +160,9 @@ def _domains_round(wh: Warehouse, rid: str, rnd: int, scores_fp: str, doc_fps: l
 @flow(name="recall", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def recall_flow(
     data_dir: Optional[str] = Field(None, description="Warehouse directory (default ./webinstruct-data)"),
-    recall: RecallSettings = RecallSettings(),
-    domains: DomainSettings = DomainSettings(),
-    llm: LLMSettings = LLMSettings(),
+    recall: RecallSettings = Field(RecallSettings(), description="fastText recall: threshold, retrain policy, training"),
+    domains: DomainSettings = Field(DomainSettings(), description="Which domains the LLM labels"),
+    llm: LLMSettings = Field(LLMSettings(), description="The LLM server and model (no API key here: see api_key_env)"),
     downstream: bool = Field(False, description="Then extract, refine and curate what is new (with llm)"),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:

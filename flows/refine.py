@@ -41,10 +41,10 @@ def resolve_extract(wh: Warehouse, version: Optional[str]) -> Optional[str]:
 @flow(name="refine", task_runner=ThreadPoolTaskRunner(max_workers=2))
 def refine_flow(
     data_dir: Optional[str] = Field(None, description="Warehouse directory (default ./webinstruct-data)"),
-    refiners: list[LLMSettings] = Field(default_factory=lambda: [LLMSettings()], min_length=1, description=(
+    refiners: list[LLMSettings] = Field([LLMSettings()], min_length=1, description=(
         "One entry per refiner (paper: two models for diversity); each has its own model and base URL "
         "and gives its own qa_refined version")),
-    refine: RefineSettings = RefineSettings(),
+    refine: RefineSettings = Field(RefineSettings(), description="Refinement prompt and input size"),
     downstream: bool = Field(False, description="Then curate (dedup, decontaminate, dataset) what is new"),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:

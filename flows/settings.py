@@ -7,7 +7,7 @@ in a fresh process from the pickled flow, where postponed annotations cannot be 
 """
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.benchmarks import BUILTIN
 from tasks.ingest import CC_BASE_URL
@@ -63,6 +63,12 @@ class ExtractSettings(_Form):
     max_chunks: int = Field(6, ge=1, description="Chunks sent per page at most")
     min_grounding: float = Field(0.5, ge=0, le=1, description="Share of a question's words that must be on the page")
     recall_version: Optional[str] = Field(None, description="A recall_scores version (or model fingerprint); empty = the newest round")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self):
+        if self.overlap_chars * 2 > self.chunk_chars:
+            raise ValueError(f"overlap_chars ({self.overlap_chars}) must be at most half of chunk_chars ({self.chunk_chars})")
+        return self
 
 
 class RefineSettings(_Form):

@@ -90,7 +90,9 @@ def domains_fingerprint(rnd: int, scores_fp: str, doc_fps: list[str], *, min_dom
                        prompt=load_prompt(PROMPT), model=model)
 
 
-FINAL_SOURCES = ("llm", "override")  # a domain labelled this way is never sent again in its version
+# A domain decided this way is never sent again in its version; a failed reply is kept with its
+# reason, like a failed extraction (a new prompt or model, i.e. a new version, asks again).
+FINAL_SOURCES = ("llm", "override", "failed")
 
 
 def latest_labels(wh: Warehouse, fp: str) -> pl.DataFrame:
@@ -103,9 +105,9 @@ def pending_domains(stats: pl.DataFrame, prev: pl.DataFrame, *, min_domain_docs:
                     max_llm_domains: int | None) -> tuple[pl.DataFrame, set[str]]:
     """Domains that need a row now, and which of them are over this run's LLM budget.
 
-    New domains always get a row; a domain already labelled (llm, override) never again; an
-    undecided one (below_min_docs, over_budget, failed) only when its outcome changes or it now
-    goes to the LLM. So only new domains (and a failed or postponed one) cost LLM calls.
+    New domains always get a row; a domain already decided (llm, override, failed) never again; an
+    undecided one (below_min_docs, over_budget) only when its outcome changes or it now goes to
+    the LLM. So only new domains (and ones postponed by the budget) cost LLM calls.
     """
     final = prev.filter(pl.col("label_source").is_in(FINAL_SOURCES))["domain"]
     cand = stats.filter(~pl.col("domain").is_in(final.implode()))

@@ -119,7 +119,9 @@ def check_servers(settings: LLMSettings, timeout_s: float = 5.0) -> None:
             r = httpx.get(url.rstrip("/") + "/models", timeout=timeout_s,
                           headers={"Authorization": f"Bearer {settings.api_key()}"})
             r.raise_for_status()
-            served = [m.get("id") for m in r.json().get("data", [])]
+            data = r.json().get("data", [])
+            # llama.cpp lists extra names of one model under `aliases`
+            served = [m.get("id") for m in data] + [a for m in data for a in m.get("aliases") or []]
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
             problems.append(f"{url} does not answer ({type(exc).__name__}: {exc})")
             continue

@@ -80,7 +80,7 @@ class EmbeddedServer:
 
     def __init__(self, port: int | None = None, *, host: str = "127.0.0.1", n_parallel: int = 4,
                  n_ctx_per_slot: int = 8192, threads: int | None = None, model_path: str | Path | None = None,
-                 model_name: str = DEFAULT_MODEL, verbose: bool = False):
+                 model_name: str = DEFAULT_MODEL, aliases: tuple[str, ...] = (), verbose: bool = False):
         self.host, self.port = host, port or free_port(host)
         # One core is left to the pipeline's own process: llama.cpp threads spin on a barrier, and
         # on 2 shared cores 2 threads measured 15-30x slower than 1.
@@ -88,6 +88,7 @@ class EmbeddedServer:
         self.n_parallel, self.n_ctx_per_slot, self.threads = n_parallel, n_ctx_per_slot, threads
         self.model_path = Path(model_path) if model_path else None
         self.model_name, self.verbose = model_name, verbose
+        self.aliases = tuple(aliases)  # more names for the same weights (e.g. a second refiner in tests)
         self._server = None
 
     @property
@@ -105,7 +106,7 @@ class EmbeddedServer:
             raise ServerUnavailable(f"port {self.port} on {self.host} is already taken")
         p = xllamacpp.CommonParams()
         p.model.path = str(self.model_path or smollm2_gguf())
-        p.model_alias = {self.model_name}  # a set: a plain string becomes one alias per letter
+        p.model_alias = {self.model_name, *self.aliases}  # a set: a plain string becomes one alias per letter
         p.hostnames = [self.host]
         p.port = self.port
         p.n_parallel = self.n_parallel

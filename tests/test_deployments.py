@@ -1,0 +1,112 @@
+"""Deployments as Prefect builds them: parameters validate in a fresh process (as a served run
+does), entrypoints are module paths, every form field has a description, no secret is a field."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cloudpickle
+import pytest
+
+FLOWS = ["flows.ingest:ingest_flow", "flows.recall:recall_flow", "flows.extract:extract_flow",
+         "flows.refine:refine_flow", "flows.curate:curate_flow", "flows.pipeline:pipeline_flow"]
+
+CHILD = """
+import json, sys, cloudpickle
+flow = cloudpickle.loads(sys.stdin.buffer.read())
+params = json.loads(sys.argv[1])
+validated = flow.validate_parameters(params)
+print(json.dumps({k: type(v).__name__ for k, v in validated.items()}))
+"""
+
+
+def load(ref: str):
+    import importlib
+
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.fixture(scope="module")
+def deployments(tmp_path_factory):
+    from flows.deploy import build_deployments
+    from tasks.llm_client import LLMSettings
+
+    root = tmp_path_factory.mktemp("wh") / "my-warehouse"
+    return {d.flow_name: d for d in build_deployments(root, llm=LLMSettings(), watch=[str(root / "crawl")],
+                                                      cron="0 3 * * *")}
+
+
+@pytest.mark.parametrize("ref", FLOWS)
+def test_parameters_validate_in_a_fresh_process_after_pickling(ref, deployments):
+    flow = load(ref)
+    params = dict(deployments[flow.name].parameters)
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(params)], input=cloudpickle.dumps(flow),
+                         capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()[-3000:]
+    types = json.loads(out.stdout)
+    # the forms arrive as the pydantic models the flow declares, not as plain dicts
+    for name, expected in {"llm": "LLMSettings", "source": "CrawlSource", "export": "ExportSettings",
+                           "refiners": "list"}.items():
+        if name in params:
+            assert types[name] == expected, (name, types)
+
+
+def test_a_ui_rerun_form_with_another_refiner_validates(deployments):
+    from flows.refine import refine_flow
+
+    params = dict(deployments["refine"].parameters)
+    params["refiners"] = [dict(params["refiners"][0], model="other-model", base_urls=["http://gpu2:8000/v1"])]
+    params["refine"] = {"prompt": "refine", "max_input_chars": 4000}
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(params)], input=cloudpickle.dumps(refine_flow),
+                         capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()[-3000:]
+    bad = dict(params, refine={"prompt": "refine", "no_such_field": 1})
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(bad)], input=cloudpickle.dumps(refine_flow),
+                         capture_output=True, timeout=120)
+    assert out.returncode != 0 and b"no_such_field" in out.stderr  # a typo in the form is refused, not ignored
+
+
+def test_one_deployment_per_stage_with_module_entrypoints_and_limits(deployments, tmp_path_factory):
+    assert set(deployments) == {"webinstruct", "ingest", "recall", "extract", "refine", "curate"}
+    for name, d in deployments.items():
+        assert d.name == "my-warehouse"
+        module, _, fn = d.entrypoint.rpartition(".")
+        assert module.startswith("flows.") and load(f"{module}:{fn}").name == name  # no path relative to a cwd
+        assert d.concurrency_limit == 1 or d.concurrency_limit.limit == 1
+        assert d.parameters["data_dir"].endswith("my-warehouse")
+    pipeline = deployments["webinstruct"]
+    assert [s.schedule.cron for s in pipeline.schedules] == ["0 3 * * *"]
+    assert pipeline.parameters["source"]["paths"][0].endswith("crawl")
+    assert deployments["refine"].parameters["downstream"] is True
+
+
+def schema_of(d) -> dict:
+    return d._parameter_openapi_schema.model_dump()
+
+
+def _fields(schema: dict) -> list[tuple[str, dict]]:
+    """Every property of the parameter schema and of every model it references."""
+    found = list(schema.get("properties", {}).items())
+    for definition in schema.get("definitions", {}).values():
+        found += [(f"{definition.get('title')}.{k}", v) for k, v in definition.get("properties", {}).items()]
+    return found
+
+
+@pytest.mark.parametrize("name", ["webinstruct", "ingest", "recall", "extract", "refine", "curate"])
+def test_every_form_field_is_described_and_no_secret_is_a_field(name, deployments):
+    d = deployments[name]
+    schema = schema_of(d)
+    fields = _fields(schema)
+    assert fields
+    undocumented = [k for k, v in fields if not v.get("description")]
+    assert undocumented == [], undocumented
+    assert not any(k.split(".")[-1] == "api_key" for k, _ in fields)
+    assert "api_key\"" not in json.dumps(d.parameters)
+
+
+def test_choices_are_drop_downs(deployments):
+    schema = json.dumps(schema_of(deployments["webinstruct"]))
+    for choice in ('"if_missing"', '"always"', '"jsonl"', '"question+answer"', '"gsm8k"'):
+        assert choice in schema
