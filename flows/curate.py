@@ -18,7 +18,6 @@ from tasks import decontaminate as decon
 from tasks import dedup
 from tasks import export as export_mod
 from warehouse import Warehouse
-from warehouse.catalog import write_catalog
 
 
 @task(name="dedup-batch", retries=1, retry_delay_seconds=2)
@@ -111,7 +110,6 @@ def curate_flow(
                              "dataset")
             sr.add(**counts(todo, n_refined, res, "rows_out"))
             summary["new_rows"] = total(res, "rows_out")
-        write_catalog(wh)
         if export.dir:
             summary["export"] = export_mod.export_dataset(wh, export.dir, export.format)
             run_logger().info("exported %d rows to %s", summary["export"]["rows"], summary["export"]["out_dir"])

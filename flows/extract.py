@@ -14,13 +14,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from flows.runtime import pipeline_run, progress, run_logger, run_shards, stage, total
+from flows.runtime import run_stage, pipeline_run, progress, run_logger, run_shards, stage, total
 from flows.settings import ExtractSettings
 from tasks import extract as ex
 from tasks.llm_client import LLMClient, LLMSettings
 from tasks.page_clean import CleanParams
 from warehouse import Warehouse
-from warehouse.catalog import write_catalog
 
 
 # The warehouse is the cache (fingerprints + shards), so Prefect's own input cache is off.
@@ -89,9 +88,9 @@ def extract_flow(
         if inp.pending > inp.n_docs:
             run_logger().info("%d recalled page(s) stay pending for the next run (max_docs %s)",
                               inp.pending - inp.n_docs, extract.max_docs)
-        write_catalog(wh)
         if downstream:
             from flows.refine import refine_flow
 
-            summary["refine"] = refine_flow(data_dir=str(wh.root), refiners=[llm], downstream=True, run_id=rid)
+            summary["refine"] = run_stage(refine_flow, data_dir=str(wh.root), refiners=[llm], downstream=True,
+                                          run_id=rid)
     return summary

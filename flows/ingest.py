@@ -16,7 +16,6 @@ from flows.settings import CrawlSource
 from tasks.ingest import (CODE_VERSION, STAGE, IngestParams, already_ingested, expand_inputs, file_size,
                           ingest_file)
 from warehouse import Warehouse
-from warehouse.catalog import write_catalog
 
 # Below this much input, starting worker processes costs more than it saves.
 PROCESS_POOL_MIN_BYTES = 64 * 2**20
@@ -73,8 +72,6 @@ def ingest_flow(
                 sr.reasons = {"files ok": len(rows) - len(errors), "files with errors": len(errors)}
             for path, error in errors:
                 run_logger().warning("%s: %s", path, error)
-        if todo:
-            write_catalog(wh)
     return {
         "fingerprint": fp, "files_seen": len(files), "files_ingested": len(todo),
         "files_skipped": len(files) - len(todo), "docs_kept": sum(r["docs_kept"] for r in rows),

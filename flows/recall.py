@@ -18,14 +18,13 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.runtime import pipeline_run, progress, run_logger, run_shards, stage
+from flows.runtime import run_stage, pipeline_run, progress, run_logger, run_shards, stage
 from flows.settings import DomainSettings, RecallSettings
 from tasks import domains as dom
 from tasks import recall_score as rs
 from tasks import recall_train as rt
 from tasks.llm_client import LLMClient, LLMSettings
 from warehouse import Warehouse, content_hash
-from warehouse.catalog import write_catalog
 from warehouse.store import write_parquet_atomic
 
 DOMAIN_CHUNK = 500  # domains per LLM task (and per `domains` shard)
@@ -191,10 +190,9 @@ def recall_flow(
             run_logger().info("round %d: model %s (%s), %d/%d pages kept, %d new domain(s)", rnd, row["fingerprint"],
                               "trained" if row.get("fitted") else "pinned", counts["docs_kept"] or 0,
                               counts["docs_scored"], dsum["new_domains"])
-        write_catalog(wh)
         summary["final_scores_fingerprint"] = summary["rounds"][-1]["scores_fingerprint"]
         if downstream:
             from flows.extract import extract_flow
 
-            summary["extract"] = extract_flow(data_dir=str(wh.root), llm=llm, downstream=True, run_id=rid)
+            summary["extract"] = run_stage(extract_flow, data_dir=str(wh.root), llm=llm, downstream=True, run_id=rid)
     return summary

@@ -13,12 +13,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from flows.runtime import pipeline_run, progress, run_logger, run_shards, stage, total
+from flows.runtime import run_stage, pipeline_run, progress, run_logger, run_shards, stage, total
 from flows.settings import RefineSettings
 from tasks import refine as rf
 from tasks.llm_client import LLMClient, LLMSettings
 from warehouse import Warehouse
-from warehouse.catalog import write_catalog
 
 
 @task(name="refine-shard", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -89,9 +88,8 @@ def refine_flow(
                 "fingerprint": fp, "model": settings.model, "temperature": settings.temperature,
                 "shards_done": len(todo), "calls": total(res, "calls"), "cached": total(res, "cached"),
                 "ok": total(res, "ok"), "failed": total(res, "failed")})
-        write_catalog(wh)
         if downstream:
             from flows.curate import curate_flow
 
-            summary["curate"] = curate_flow(data_dir=str(wh.root), run_id=rid)
+            summary["curate"] = run_stage(curate_flow, data_dir=str(wh.root), run_id=rid)
     return summary

@@ -97,7 +97,8 @@ def warehouse_lock(wh: Warehouse, wait_log_s: float = 30.0) -> Iterator[None]:
 
 @contextmanager
 def pipeline_run(wh: Warehouse, flow: str, params: dict[str, Any], run_id: str | None) -> Iterator[str]:
-    """Open a `runs` record (holding the warehouse lock) unless an outer flow already did."""
+    """Open a `runs` record (holding the warehouse lock) unless an outer flow already did; at the
+    end of the outermost run, rebuild the DuckDB catalog once."""
     if run_id:
         yield run_id
         return
@@ -114,7 +115,21 @@ def pipeline_run(wh: Warehouse, flow: str, params: dict[str, Any], run_id: str |
         except BaseException as exc:
             wh.finish_run(rid, "failed", f"{type(exc).__name__}: {exc}")
             raise
-        wh.finish_run(rid, "done")
+        else:
+            wh.finish_run(rid, "done")
+        finally:
+            from warehouse.catalog import write_catalog
+
+            write_catalog(wh)
+
+
+def run_stage(stage_flow, **kwargs):
+    """Run a stage flow's body inside the current flow run (no subflow run: Prefect spends ~1.5 s
+    on each one here, which would dominate a scheduled run with little new); its tasks, logs and
+    artifacts land on the calling run. Defaults declared as pydantic Fields are resolved."""
+    from prefect.utilities.callables import get_call_parameters
+
+    return stage_flow.fn(**get_call_parameters(stage_flow.fn, (), kwargs))
 
 
 # ---- the stage runner -----------------------------------------------------------------------------
