@@ -12,7 +12,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from pydantic import Field
 
-from flows.runtime import pipeline_run, progress, run_logger, run_shards, stage, total
+from flows.runtime import pipeline_run, progress, remember_settings, run_logger, run_shards, stage, total
 from flows.settings import CurateSettings, ExportSettings
 from tasks import decontaminate as decon
 from tasks import dedup
@@ -74,6 +74,7 @@ def curate_flow(
                     rows_in=total(res, "rows_in"), rows_out=total(res, out_key))
 
     with pipeline_run(wh, "curate", {"curate": curate.model_dump(), "export": export.model_dump()}, run_id) as rid:
+        remember_settings(wh, curate=curate, export=export)
         with stage(wh, run_id=rid, name=dedup.STAGE, fingerprint=dedup_fp, outputs=["qa_duplicates", dedup.INDEX_TABLE],
                    params={k: v for k, v in vars(dp).items() if k != "batch_rows"}, upstream=refined_fps,
                    code_version=dedup.CODE_VERSION) as sr:

@@ -14,8 +14,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from flows.runtime import run_stage, pipeline_run, progress, run_logger, run_shards, stage, total
-from flows.settings import ExtractSettings
+from flows.runtime import (last_settings, pipeline_run, progress, remember_settings, run_logger,
+                           run_shards, run_stage, stage, total)
+from flows.settings import ExtractSettings, RefineSettings
 from tasks import extract as ex
 from tasks.llm_client import LLMClient, LLMSettings
 from tasks.page_clean import CleanParams
@@ -45,7 +46,7 @@ def extract_flow(
     data_dir: Optional[str] = Field(None, description="Warehouse directory (default ./webinstruct-data)"),
     llm: LLMSettings = Field(LLMSettings(), description="The LLM server and model (no API key here: see api_key_env)"),
     extract: ExtractSettings = Field(ExtractSettings(), description="Extraction prompt, per-run budget, page chunks"),
-    downstream: bool = Field(False, description="Then refine (with llm) and curate what is new"),
+    downstream: bool = Field(False, description="Then refine and curate, with the settings they last ran with"),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:
     """Extract question-answer pairs from the recalled pages not extracted yet."""
@@ -65,6 +66,7 @@ def extract_flow(
                      "model": llm.model, "docs": inp.n_docs, "pending_after": inp.pending - inp.n_docs}
     run_params = {"extract": extract.model_dump(), "model": llm.model}
     with pipeline_run(wh, "extract", run_params, run_id) as rid:
+        remember_settings(wh, extract=extract, extract_llm=llm)
         progress("pages", 0, inp.n_docs)
         with stage(wh, run_id=rid, name=ex.STAGE, fingerprint=xfp, outputs=["qa_extracted", "llm_calls"],
                    params={"model": llm.model, "base_urls": llm.base_urls, "recall_fingerprint": inp.recall_fp,
@@ -91,6 +93,7 @@ def extract_flow(
         if downstream:
             from flows.refine import refine_flow
 
-            summary["refine"] = run_stage(refine_flow, data_dir=str(wh.root), refiners=[llm], downstream=True,
-                                          run_id=rid)
+            summary["refine"] = run_stage(
+                refine_flow, data_dir=str(wh.root), refiners=last_settings(wh, "refiners", LLMSettings, [llm]),
+                refine=last_settings(wh, "refine", RefineSettings), downstream=True, run_id=rid)
     return summary

@@ -18,8 +18,9 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.runtime import run_stage, pipeline_run, progress, run_logger, run_shards, stage
-from flows.settings import DomainSettings, RecallSettings
+from flows.runtime import (last_settings, pipeline_run, progress, remember_settings, run_logger,
+                           run_shards, run_stage, stage)
+from flows.settings import DomainSettings, ExtractSettings, RecallSettings
 from tasks import domains as dom
 from tasks import recall_score as rs
 from tasks import recall_train as rt
@@ -162,7 +163,7 @@ def recall_flow(
     recall: RecallSettings = Field(RecallSettings(), description="fastText recall: threshold, retrain policy, training"),
     domains: DomainSettings = Field(DomainSettings(), description="Which domains the LLM labels"),
     llm: LLMSettings = Field(LLMSettings(), description="The LLM server and model (no API key here: see api_key_env)"),
-    downstream: bool = Field(False, description="Then extract, refine and curate what is new (with llm)"),
+    downstream: bool = Field(False, description="Then extract, refine and curate, with the settings they last ran with"),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:
     """Recall educational pages: fastText on seeds, LLM-labelled domains, fastText again."""
@@ -178,6 +179,7 @@ def recall_flow(
     domains_fp = None
     run_params = {"recall": recall.model_dump(), "domains": domains.model_dump(), "model": llm.model}
     with pipeline_run(wh, "recall", run_params, run_id) as rid:
+        remember_settings(wh, recall=recall, domains=domains, recall_llm=llm)
         for rnd in range(1, recall.rounds + 1):
             row = _train_round(wh, rid, rnd, params, doc_fps, recall.seeds, domains_fp, recall.retrain)
             scores_fp, counts = _score_round(wh, rid, row, doc_fps)
@@ -194,5 +196,7 @@ def recall_flow(
         if downstream:
             from flows.extract import extract_flow
 
-            summary["extract"] = run_stage(extract_flow, data_dir=str(wh.root), llm=llm, downstream=True, run_id=rid)
+            summary["extract"] = run_stage(
+                extract_flow, data_dir=str(wh.root), llm=last_settings(wh, "extract_llm", LLMSettings, llm),
+                extract=last_settings(wh, "extract", ExtractSettings), downstream=True, run_id=rid)
     return summary

@@ -13,8 +13,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from flows.runtime import run_stage, pipeline_run, progress, run_logger, run_shards, stage, total
-from flows.settings import RefineSettings
+from flows.runtime import (last_settings, pipeline_run, progress, remember_settings, run_logger,
+                           run_shards, run_stage, stage, total)
+from flows.settings import CurateSettings, ExportSettings, RefineSettings
 from tasks import refine as rf
 from tasks.llm_client import LLMClient, LLMSettings
 from warehouse import Warehouse
@@ -44,7 +45,7 @@ def refine_flow(
         "One entry per refiner (paper: two models for diversity); each has its own model and base URL "
         "and gives its own qa_refined version")),
     refine: RefineSettings = Field(RefineSettings(), description="Refinement prompt and input size"),
-    downstream: bool = Field(False, description="Then curate (dedup, decontaminate, dataset) what is new"),
+    downstream: bool = Field(False, description="Then curate (dedup, decontaminate, dataset, export) with the settings it last ran with"),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:
     """Refine extracted pairs with one or more LLMs: formatting, missing steps, self-contained questions."""
@@ -69,6 +70,7 @@ def refine_flow(
     summary: dict = {"extract_fingerprint": xfp, "refine": []}
     run_params = {"refine": refine.model_dump(), "models": [s.model for s in refiners]}
     with pipeline_run(wh, "refine", run_params, run_id) as rid:
+        remember_settings(wh, refine=refine, refiners=refiners)
         for settings, fp, todo in plans:
             label = f"refine {settings.model}"[:24]
             n_pairs = (pl.read_parquet([wh.shard_path("qa_extracted", xfp, x) for x in todo], columns=["status"])
@@ -91,5 +93,7 @@ def refine_flow(
         if downstream:
             from flows.curate import curate_flow
 
-            summary["curate"] = run_stage(curate_flow, data_dir=str(wh.root), run_id=rid)
+            summary["curate"] = run_stage(curate_flow, data_dir=str(wh.root), run_id=rid,
+                                          curate=last_settings(wh, "curate", CurateSettings),
+                                          export=last_settings(wh, "export", ExportSettings))
     return summary

@@ -31,9 +31,10 @@ def configure_prefect(data_dir: str | os.PathLike | None = None, *, quiet: bool 
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
     # The ephemeral API server needs ~10 s to start on 2 busy cores; Prefect's default wait is 20 s.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # With a Prefect server of the user's (PREFECT_API_URL), run logs go to it, so run pages show them.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "true" if os.environ.get("PREFECT_API_URL") else "false")
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
     return root
 
 
@@ -121,6 +122,27 @@ def pipeline_run(wh: Warehouse, flow: str, params: dict[str, Any], run_id: str |
             from warehouse.catalog import write_catalog
 
             write_catalog(wh)
+
+
+def remember_settings(wh: Warehouse, **groups) -> None:
+    """Keep the settings a stage ran with, so a rerun of an earlier stage carries the later stages
+    on as they were last run (`last_settings`). Settings hold no secret (see LLMSettings)."""
+    from warehouse.store import write_json_atomic
+
+    for name, value in groups.items():
+        data = [v.model_dump(mode="json") for v in value] if isinstance(value, list) else value.model_dump(mode="json")
+        write_json_atomic(data, wh.root / "_manifest" / "settings" / f"{name}.json")
+
+
+def last_settings(wh: Warehouse, name: str, model, default=None):
+    """The settings group `name` as a stage last ran with it (a list of models for list groups), else `default`."""
+    import json
+
+    path = wh.root / "_manifest" / "settings" / f"{name}.json"
+    if not path.exists():
+        return default if default is not None else model()
+    data = json.loads(path.read_text())
+    return [model.model_validate(d) for d in data] if isinstance(data, list) else model.model_validate(data)
 
 
 def run_stage(stage_flow, **kwargs):

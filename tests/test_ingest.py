@@ -1,6 +1,7 @@
 """Ingestion of the real bundled WARC/WET files: content, faults, incrementality, fsspec."""
 from __future__ import annotations
 
+import pytest
 import shutil
 
 import fsspec
@@ -121,3 +122,18 @@ def test_registered_domain_is_public_suffix_aware():
     assert registered_domain("https://forums.bbc.co.uk/thread/1") == "bbc.co.uk"
     assert registered_domain("https://math.stackexchange.com/q/1") == "stackexchange.com"
     assert registered_domain("https://someone.github.io/post") == "someone.github.io"
+
+
+def test_common_crawl_listing_expands_relative_to_its_base(data_dir, sample_crawl, tmp_path):
+    import gzip
+
+    from tasks.ingest import expand_inputs, read_listing
+
+    listing = tmp_path / "warc.paths.gz"
+    names = ["dolma_warc_sample-0000.warc.gz", "warcio_example.warc.gz"]
+    with gzip.open(listing, "wt") as f:
+        f.write("\n".join(names) + "\n")
+    assert read_listing(str(listing)) == [f"https://data.commoncrawl.org/{n}" for n in names]  # Common Crawl's layout
+    assert expand_inputs([str(listing)], listing_base=str(sample_crawl)) == [str(sample_crawl / n) for n in names]
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        expand_inputs([str(listing)], listing_base=str(tmp_path))  # a listed file that is not there is an error

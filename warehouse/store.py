@@ -57,6 +57,17 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> Path:
     return path
 
 
+def write_json_atomic(data, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 class Warehouse:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = resolve_data_dir(root)
