@@ -26,7 +26,6 @@ from tasks import recall_score as rs
 from tasks import recall_train as rt
 from tasks.llm_client import LLMClient, LLMSettings
 from warehouse import Warehouse, content_hash
-from warehouse.store import write_parquet_atomic
 
 DOMAIN_CHUNK = 500  # domains per LLM task (and per `domains` shard)
 N_SAMPLES = 5  # top pages per domain shown to the LLM

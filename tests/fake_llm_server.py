@@ -77,6 +77,7 @@ class FakeLLMServer:
         self.latency_s, self.host, self.port = latency_s, host, port
         self.log: list[tuple[str, str]] = []  # (last user message, action kind) per completion request
         self.arrivals: dict[str, int] = defaultdict(int)
+        self.authorizations: set[str] = set()  # Authorization headers seen
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
@@ -159,6 +160,7 @@ class FakeLLMServer:
             k, _, v = h.decode("latin-1").partition(":")
             headers[k.strip().lower()] = v.strip()
         body = await reader.readexactly(int(headers.get("content-length", 0) or 0))
+        self.authorizations.add(headers.get("authorization", ""))
         path = path.split("?", 1)[0].rstrip("/")
         if path.endswith("/models"):
             return await self._send(writer, 200, {"object": "list", "data": [{"id": self.model, "object": "model"}]})

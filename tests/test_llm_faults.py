@@ -241,3 +241,14 @@ def test_server_gone_for_good_stops_the_run_and_a_rerun_resumes(fake_llm, data_d
     results, calls, client = run(server, data_dir, reqs(*names), **settings)
     assert all(r.ok for r in results) and client.network_calls == 40 - len(journal)
     assert calls.height == 40 and calls["item_id"].n_unique() == 40 and (calls["status"] == "ok").all()
+
+
+def test_api_key_comes_from_the_environment_and_is_never_stored(fake_llm, data_dir, monkeypatch):
+    secret = "sk-test-0123456789abcdef"
+    monkeypatch.setenv("MY_LLM_KEY", secret)
+    server = fake_llm()
+    results, calls, _ = run(server, data_dir, reqs("a"), api_key_env="MY_LLM_KEY")
+    assert results[0].ok and f"Bearer {secret}" in server.authorizations
+    assert "api_key" not in server.settings().model_dump()  # settings (and so forms) have no key field
+    stored = [p.read_bytes() for p in Warehouse(data_dir).root.rglob("*") if p.is_file()]
+    assert stored and not any(secret.encode() in b for b in stored)
