@@ -45,10 +45,12 @@ def test_pipeline_end_to_end_then_rerun_is_free(prefect_env, llm_server, sample_
 
     calls = query(wh, "select count(*) as n from llm_calls_all where not cached")["n"][0]
     assert calls > 0
-    # Same settings again: nothing new is ingested or trained; the budget takes the next pages
-    again = pipeline_flow(**kwargs)
+    # Again with zero budgets: nothing new is ingested or trained, no LLM call, the funnel is unchanged
+    again = pipeline_flow(**{**kwargs, "domains": DomainSettings(min_domain_docs=1, max_llm_domains=0),
+                             "extract": ExtractSettings(max_docs=0, chunk_chars=1200, max_chunks=1)})
     assert again["ingest"]["files_ingested"] == 0
     assert [r["trained"] for r in again["recall"]["rounds"]] == [False, False]
-    assert again["extract"]["fingerprint"] == summary["extract"]["fingerprint"] and again["extract"]["docs"] == 3
-    assert query(wh, "select count(distinct doc_id) as n from qa_extracted")["n"][0] == 6
+    assert again["extract"]["fingerprint"] == summary["extract"]["fingerprint"] and again["extract"]["docs"] == 0
+    assert query(wh, "select count(*) as n from llm_calls_all where not cached")["n"][0] == calls
+    assert dict(funnel(wh).iter_rows()) == f
     assert summary["run_id"] != again["run_id"]
