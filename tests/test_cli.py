@@ -87,3 +87,18 @@ def test_cli_ingest_status_and_read_only_sql(tmp_path, sample_crawl):
     assert "documents" in status and str(n_docs) in status
     csv = run_cli(data_dir, "sql", "-f", "csv", "select domain, count(*) n from documents group by 1 order by 2 desc limit 3")
     assert csv.stdout.splitlines()[0] == "domain,n"
+
+
+def test_user_mistakes_get_one_line_not_a_traceback(data_dir, tmp_path, ingested_sample):
+    from typer.testing import CliRunner
+
+    from webinstruct.cli import app
+
+    missing = str(tmp_path / "missing.warc.gz")
+    for args in (["ingest", missing], ["run", missing]):
+        res = CliRunner().invoke(app, ["--data-dir", str(data_dir), *args])
+        assert res.exit_code == 2 and "input not found" in res.output and "Traceback" not in res.output
+    # nested columns go to CSV as JSON text instead of failing
+    res = CliRunner().invoke(app, ["--data-dir", str(ingested_sample.root), "sql", "--format", "csv",
+                                   "select [1, 2] as xs, {'a': 1} as s"])
+    assert res.exit_code == 0 and res.output.splitlines()[1] == '"[1, 2]","{""a"": 1}"'

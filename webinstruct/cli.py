@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import polars as pl
 import typer
 from rich.console import Console
 
@@ -13,7 +14,7 @@ from webinstruct import ui
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Harvest instruction data (question -> worked answer) from web crawls.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # paths and ids are never cut into lines
 
 DataDir = Annotated[Optional[Path], typer.Option(
     "--data-dir", envvar="WEBINSTRUCT_DATA", help="Warehouse directory [default: ./webinstruct-data]")]
@@ -57,9 +58,16 @@ def ingest(paths: Annotated[list[str], typer.Argument(
     from flows.ingest import ingest_flow
     from flows.settings import CrawlSource
 
-    with ui.progress_bars(console):
-        summary = ingest_flow(source=CrawlSource(paths=paths, shard_size=shard_size, workers=workers),
-                              data_dir=str(root))
+    from tasks.ingest import expand_inputs
+
+    try:
+        expand_inputs(paths)  # a missing input is reported before any flow run starts
+        with ui.progress_bars(console):
+            summary = ingest_flow(source=CrawlSource(paths=paths, shard_size=shard_size, workers=workers),
+                                  data_dir=str(root))
+    except (FileNotFoundError, ValueError) as exc:  # a user's mistake: one line, not a traceback
+        console.print(f"[red]ingest failed:[/] {exc}")
+        raise typer.Exit(2)
     ui.print_ingest_summary(console, summary)
 
 
@@ -79,11 +87,15 @@ def sql(query: Annotated[str, typer.Argument(help="A read-only SQL query (SELECT
         console.print(f"[red]query failed:[/] {exc}")
         raise typer.Exit(1)
     if format == "csv":
+        # CSV has no nested values: lists and structs are written as JSON text
+        nested = [c for c, t in df.schema.items() if t.is_nested()]
+        df = df.with_columns(pl.Series(c, [json.dumps(v, default=str) for v in df[c].to_list()], pl.String)
+                             for c in nested)
         sys.stdout.write(df.write_csv())
     elif format == "json":
         sys.stdout.write(json.dumps(df.to_dicts(), default=str, ensure_ascii=False, indent=1) + "\n")
     elif format == "table":
-        ui.print_frame(Console(), df, max_rows=max_rows)
+        ui.print_frame(Console(soft_wrap=True), df, max_rows=max_rows)
     else:
         console.print(f"[red]unknown format {format!r}[/] (table, csv, json)")
         raise typer.Exit(2)

@@ -23,6 +23,13 @@ def _run_pipeline(console: Console, paths: list[str], base_url, model, refine_mo
     from webinstruct import cli
 
     root = cli.prefect_ready()
+    from tasks.ingest import expand_inputs
+
+    try:
+        expand_inputs(paths)  # a missing input is reported before any server or flow run starts
+    except FileNotFoundError as exc:
+        console.print(f"[red]run failed:[/] {exc}")
+        raise typer.Exit(2)
     from flows.pipeline import pipeline_flow
     from flows.settings import CrawlSource, DomainSettings, ExportSettings, ExtractSettings, RecallSettings
 
