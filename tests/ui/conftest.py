@@ -211,3 +211,14 @@ def browser_page(request, chromium_browser, screenshots):
                 print(f"no failure screenshot: {exc}")
         screenshots.publish_all()
         context.close()
+
+
+# --- a served warehouse -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def served(prefect_server, llm_server, sample_crawl, tmp_path):
+    """A warehouse, a crawl folder and `webinstruct deploy` serving its deployments: (api, wh, crawl, log)."""
+    from tests.ui.live import serve_warehouse  # imported here: live.py imports this module
+
+    with serve_warehouse(prefect_server, llm_server, sample_crawl, tmp_path) as warehouse:
+        yield warehouse

@@ -20,15 +20,19 @@ class Refiner(BaseModel):
 
 
 DEFAULT_REFINER = Refiner()
+# A list of models: both UIs render it as a form list with one entry per item (paths like reviewers.1.model).
+DEFAULT_REVIEWERS = [Refiner(model="reviewer-a"), Refiner(model="reviewer-b", strictness="strict")]
 
 
 @flow(name=FLOW_NAME, log_prints=False)
-def ui_demo(refiner: Refiner = DEFAULT_REFINER, split: Literal["train", "test"] = "train", limit: int = 3) -> dict:
+def ui_demo(refiner: Refiner = DEFAULT_REFINER, split: Literal["train", "test"] = "train", limit: int = 3,
+            reviewers: list[Refiner] = DEFAULT_REVIEWERS) -> dict:
     logger = get_run_logger()
     # The UI test looks for this line in the server's logs.
     logger.info("ui-demo refiner=%s strictness=%s split=%s limit=%d",
                 refiner.model, refiner.strictness, split, limit)
-    return {"model": refiner.model, "strictness": refiner.strictness, "split": split, "limit": limit}
+    return {"model": refiner.model, "strictness": refiner.strictness, "split": split, "limit": limit,
+            "reviewers": [r.model for r in reviewers]}
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ under /v2) and V1 (Vue, at /). Both render a deployment's parameter schema as th
 
 so a field is found by its label text (the schema title, as the UI shows it) and its nesting depth, counted
 in <fieldset> elements. Only V2 ties labels to controls (`for=`), hence the label -> fieldset walk for both.
+
+A list parameter (`list[Model]`, `list[str]`) is a form list in both UIs, not a JSON editor: the list's
+<fieldset> holds one draggable item per entry, with no label and no <fieldset> of its own, and the fields of
+a model item sit directly in it (so an index does not add to the depth). V2 marks an item by its dnd-kit
+drag handle (`button[aria-roledescription=sortable]`, "Drag to reorder") as a direct child; V1 by the class
+`p-draggable-list__item`. A path addresses an entry by its index: `refiners.0.model`.
 """
 from __future__ import annotations
 
@@ -65,8 +71,9 @@ def wait_for_deployment(api_url: str, flow_name: str, deployment_name: str, time
         time.sleep(0.5)
 
 
-def field_titles(schema: dict, path: str) -> list[str]:
-    """Map a dotted parameter path ("refiner.model") to the titles the form shows at each level."""
+def field_titles(schema: dict, path: str) -> list[str | int]:
+    """Map a dotted parameter path ("refiner.model", "refiners.0.model") to what the form shows at each
+    level: a field's title, or an int for the entry of a list."""
     definitions = {**schema.get("definitions", {}), **schema.get("$defs", {})}
 
     def resolve(node: dict) -> dict:
@@ -77,16 +84,25 @@ def field_titles(schema: dict, path: str) -> list[str]:
             elif len(node.get("allOf", [])) == 1:
                 node = node["allOf"][0]
             elif "anyOf" in node and "properties" not in node:
-                refs = [n for n in node["anyOf"] if "$ref" in n or "properties" in n]
+                refs = [n for n in node["anyOf"] if "$ref" in n or "properties" in n or "items" in n]
                 if not refs:
                     return node
                 node = refs[0]
             else:
                 return node
 
-    titles, node = [], schema
+    titles: list[str | int] = []
+    node = schema
     for key in path.split("."):
-        props = resolve(node).get("properties", {})
+        node = resolve(node)
+        if node.get("type") == "array" or "items" in node:
+            if not key.isdigit():
+                raise FormError(f"{path!r}: {'.'.join(map(str, titles)) or 'the parameter'} is a list; "
+                                f"address an entry by its index, not {key!r}")
+            titles.append(int(key))
+            node = node.get("items") or {}
+            continue
+        props = node.get("properties", {})
         if key not in props:
             raise FormError(f"{path!r}: no parameter or field {key!r} (have {sorted(props)})")
         titles.append(props[key].get("title") or key)
@@ -109,22 +125,40 @@ def _label_xpath(title: str, depth: int) -> str:
     return f"xpath=.//label[normalize-space(.)={t} or normalize-space(.)={to}][count(ancestor::fieldset)={depth}]"
 
 
-def field_fieldset(form: Locator, titles: list[str], timeout_ms: float) -> Locator:
-    """The <fieldset> that holds the control (or nested fields) of the field at `titles`."""
+def _item_xpath(depth: int) -> str:
+    # A list entry: V2's row around a dnd-kit drag handle, V1's draggable-list item (see the module doc).
+    return ("xpath=.//*[button[@aria-roledescription='sortable' or @aria-label='Drag to reorder'] or "
+            "contains(concat(' ', normalize-space(@class), ' '), ' p-draggable-list__item ')]"
+            f"[count(ancestor::fieldset)={depth}]")
+
+
+def field_fieldset(form: Locator, titles: list[str | int], timeout_ms: float) -> Locator:
+    """The <fieldset> that holds the control (or nested fields) of the field at `titles`; for a path that
+    ends in a list index, the list entry (its control, or its model's fields)."""
     scope = form
+    path = ".".join(map(str, titles))
     # Depth is counted from the form, in case the page wraps the form itself in a fieldset.
-    depth0 = form.evaluate("e => { let n = 0; for (let p = e; p; p = p.parentElement) "
-                           "if (p.tagName === 'FIELDSET') n++; return n; }")
+    depth = form.evaluate("e => { let n = 0; for (let p = e; p; p = p.parentElement) "
+                          "if (p.tagName === 'FIELDSET') n++; return n; }")
     for level, title in enumerate(titles):
-        label = scope.locator(_label_xpath(title, depth0 + level))
+        if isinstance(title, int):
+            items = scope.locator(_item_xpath(depth))
+            try:
+                items.nth(title).wait_for(state="visible", timeout=timeout_ms)
+            except PlaywrightTimeout:
+                raise FormError(f"{path}: the list shows {items.count()} entries, no entry {title}") from None
+            scope = items.nth(title)
+            continue
+        label = scope.locator(_label_xpath(title, depth))
         try:
             label.first.wait_for(state="visible", timeout=timeout_ms)
         except PlaywrightTimeout:
-            raise FormError(f"no form field labelled {title!r} at depth {level} (path {'.'.join(titles)})") from None
+            raise FormError(f"no form field labelled {title!r} at depth {level} (path {path})") from None
         if label.count() > 1:
             raise FormError(f"{label.count()} fields labelled {title!r} at depth {level}; the path is ambiguous")
         # The field's container is the label's nearest ancestor holding a fieldset; its first fieldset is ours.
         scope = label.locator("xpath=ancestor::*[.//fieldset][1]").locator("xpath=(.//fieldset)[1]")
+        depth += 1
     return scope
 
 
@@ -200,7 +234,7 @@ def fill_field(page: Page, fieldset: Locator, value: str, what: str, timeout_ms:
             raise FormError(f"{what}: typed {value!r} but the field holds {control.input_value()!r}")
     else:
         raise FormError(f"{what}: no input, select or switch in this field "
-                        f"(JSON/nested fields need a dotted path to a leaf)")
+                        f"(nested fields and list entries need a dotted path to a leaf: refiners.0.model)")
     # Let the form commit the value (both UIs update on input/blur).
     page.keyboard.press("Tab")
 
@@ -228,10 +262,10 @@ def run_deployment_from_form(page: Page, ui_url: str, flow_name: str, deployment
     schema = deployment.get("parameter_openapi_schema") or {}
     targets = {path: field_titles(schema, path) for path in fills}
 
-    def snap(name: str) -> None:
+    def snap(name: str, full_page: bool = False) -> None:
         if screenshot_dir is not None:
             Path(screenshot_dir).mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(Path(screenshot_dir) / f"{ui_version}-{name}.png"))
+            page.screenshot(path=str(Path(screenshot_dir) / f"{ui_version}-{name}.png"), full_page=full_page)
 
     page.goto(deployment_page_url(ui_url, deployment["id"], ui_version), wait_until="domcontentloaded",
               timeout=timeout_ms)
@@ -259,7 +293,7 @@ def run_deployment_from_form(page: Page, ui_url: str, flow_name: str, deployment
             fill_field(page, fieldsets[path], str(value), path, timeout_ms)
             if not _same(shown := field_value(fieldsets[path]), str(value)):
                 raise FormError(f"{path}: the form shows {shown!r} instead of {value!r} before submitting")
-    snap("form-filled")
+    snap("form-filled", full_page=True)  # a long form (a list of models) does not fit the viewport
 
     # Both UIs go back to the deployment page after a submit and announce the run in a toast with a
     # "View run" button (V1's toast lives 5 s). The create call's response names the run as well: keep
@@ -304,6 +338,29 @@ def run_deployment_from_form(page: Page, ui_url: str, flow_name: str, deployment
             pass
         snap("flow-run")
     return run_id
+
+
+def flow_run_url(ui_url: str, run_id: str, ui_version: str = "v2") -> str:
+    if ui_version not in UI_VERSIONS:
+        raise ValueError(f"ui_version must be one of {UI_VERSIONS}")
+    prefix = "/v2" if ui_version == "v2" else ""
+    return f"{ui_url.rstrip('/')}{prefix}/runs/flow-run/{run_id}"
+
+
+def open_flow_run_tab(page: Page, ui_url: str, run_id: str, tab: str, ui_version: str = "v2",
+                      timeout_s: float = 60) -> Locator:
+    """Open a flow run's page on one of its tabs (Logs, Artifacts, Parameters...); return the tab's panel."""
+    timeout_ms = timeout_s * 1000
+    page.goto(flow_run_url(ui_url, run_id, ui_version), wait_until="domcontentloaded", timeout=timeout_ms)
+    # V2's tabs are role=tab (radix); V1's are <li class="p-tab"> in a role=tablist, with no role of their own.
+    trigger = page.get_by_role("tab", name=tab, exact=True).or_(
+        page.get_by_role("tablist").get_by_text(tab, exact=True))
+    trigger.first.click(timeout=timeout_ms)
+    # Both UIs put the tab in the URL (?tab=Artifacts) and show one visible tabpanel (V2 hides the others).
+    page.wait_for_url(re.compile(rf"[?&]tab={re.escape(tab)}\b"), timeout=timeout_ms)
+    panel = page.get_by_role("tabpanel").filter(visible=True)
+    panel.first.wait_for(state="visible", timeout=timeout_ms)
+    return panel.first
 
 
 def wait_for_flow_run(api_url: str, run_id: str, timeout_s: float = 120) -> str:

@@ -65,6 +65,9 @@ def test_custom_run_form_runs_deployment_with_nested_values(ui_version, browser_
         "refiner.strictness": "strict",  # a Literal field nested in the model
         "refiner.max_tokens": "99",      # an int field nested in the model
         "split": "test",                 # a top-level Literal parameter
+        "reviewers.1.model": f"reviewer-{ui_version}",  # fields of list entries (a list of models)
+        "reviewers.1.strictness": "lenient",
+        "reviewers.0.max_tokens": "7",
     }
     started = time.monotonic()
     run_id = run_deployment_from_form(page, prefect_server.ui_url, served_demo["flow"], served_demo["deployment"],
@@ -79,6 +82,9 @@ def test_custom_run_form_runs_deployment_with_nested_values(ui_version, browser_
     assert run["deployment_id"] == served_demo["id"]
     assert run["parameters"]["refiner"] == {"model": model, "strictness": "strict", "max_tokens": 99}
     assert run["parameters"]["split"] == "test"
+    assert run["parameters"]["reviewers"] == [  # each entry whole, only the fields filled changed
+        {"model": "reviewer-a", "strictness": "lenient", "max_tokens": 7},
+        {"model": f"reviewer-{ui_version}", "strictness": "lenient", "max_tokens": 256}]
     assert run["parameters"].get("limit", 3) == 3  # untouched fields keep their defaults
 
     # The run logger ships records in batches; they are in the API shortly after the run ends.
