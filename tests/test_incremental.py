@@ -91,6 +91,14 @@ def test_new_segment_flows_through_alone_and_nothing_is_retracted(prefect_env, l
                       "having count(*) > 1")
     assert twice.is_empty()  # a domain is labelled once per version
 
+    # status: every segment done, nothing pending, per stage and version
+    from webinstruct.segments import segment_status
+
+    status = segment_status(wh)
+    scored = status.filter(pl.col("stage") == "recall_score")
+    assert scored["segments_done"].to_list() == [3, 3] and scored["segments_pending"].sum() == 0
+    assert status.filter(pl.col("stage") == "extract")["segments_pending"].to_list() == [0]
+
     # nothing new: no stage writes a shard, no LLM call
     n_calls = table(wh, "llm_calls").height
     third = pipeline_flow(**kwargs)
