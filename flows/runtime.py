@@ -191,12 +191,9 @@ def publish_stage(wh: Warehouse, sr: StageRun, seconds: float, uses_llm: bool) -
         facts |= {k.replace("_", " "): round(v, 3) if isinstance(v, float) else v
                   for k, v in llm_usage(wh, row["fingerprint"], row["started_at"]).items()}
     reasons = getattr(sr, "reasons", {}) or {}
-    done_any = row["shards_done"] > 0
     run_logger().info("%s %s: %s shard(s) done, %s skipped, %s rows out in %.1f s%s", row["stage"],
                       row["fingerprint"], row["shards_done"], row["shards_skipped"], row["rows_out"], seconds,
                       f"; {reasons}" if reasons else "")
-    if not done_any and not reasons:
-        return  # nothing happened: no artifact noise on a run with nothing new
     table = [{"measure": k, "value": str(v)} for k, v in facts.items()]
     table += [{"measure": f"rows: {k}", "value": str(v)} for k, v in sorted(reasons.items())]
     publish_table(f"{row['stage']}-stage", table, f"{row['stage']} {row['fingerprint']}: what this run did")
