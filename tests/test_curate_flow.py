@@ -19,8 +19,9 @@ def test_curate_flow_then_a_second_segment(prefect_env, curate_wh, real_pairs, t
     gsm_test = pl.read_ndjson(BENCH / "gsm8k_test.jsonl")[:5].select("question", "answer")
     seg1 = wh.add_refined(pl.concat([real_pairs[3000:3400], real_pairs[3000:3010], gsm_test]), "seg1")
     out = tmp_path / "export"
-    s1 = curate_flow(data_dir=str(wh.root), export=ExportSettings(dir=str(out)),
-                     curate=CurateSettings(decontaminate_documents=True))
+    settings = dict(curate=CurateSettings(decontaminate_documents=True), export=ExportSettings(dir=str(out)))
+    s1 = curate_flow(data_dir=str(wh.root), **settings)
+    published = query(wh, "SELECT * FROM dataset")
     assert s1["pairs"] == seg1.height and s1["duplicates_dropped"] >= 10 and s1["contaminated_pairs"] >= 5
     funnel = {r["stage"]: r["rows"] for r in s1["funnel"]}
     assert funnel["refined"] == seg1.height and funnel["clean"] == s1["export"]["rows"]
@@ -33,9 +34,15 @@ def test_curate_flow_then_a_second_segment(prefect_env, curate_wh, real_pairs, t
     edits = real_pairs[3000:3100].with_columns(pl.Series("question", [
         light_edit(q, KINDS[i % len(KINDS)], rng) for i, q in enumerate(real_pairs["question"][3000:3100])]))
     seg2 = wh.add_refined(pl.concat([edits, real_pairs[4000:4100]]), "seg2")
-    s2 = curate_flow(data_dir=str(wh.root))
+    s2 = curate_flow(data_dir=str(wh.root), **settings)
     assert s2["pairs"] == seg2.height  # segment 1 was not deduplicated again
     assert s2["dedup_fingerprint"] == s1["dedup_fingerprint"]
+    assert s2["dataset_fingerprint"] == s1["dataset_fingerprint"]  # appended to the same version
+    # nothing published is retracted or changed, in the table and in the export
+    still = query(wh, "SELECT * FROM dataset").join(published.select("refined_id"), on="refined_id", how="semi")
+    assert published.height > 0 and still.sort("refined_id").equals(published.sort("refined_id"))
+    exported = pl.read_parquet(out / "data" / "*.parquet")
+    assert set(published["refined_id"]) <= set(exported["refined_id"]) and exported.height > published.height
     dup2 = wh.read_shard("qa_duplicates", s2["dedup_fingerprint"], "refinedfp000001-seg2")
     assert (~dup2.filter(pl.col("refined_id").is_in(seg2["refined_id"][:100].to_list()))["kept"]).mean() >= 0.99
     clean = {r["stage"]: r["rows"] for r in s2["funnel"]}["clean"]
@@ -50,7 +57,7 @@ def test_curate_flow_then_a_second_segment(prefect_env, curate_wh, real_pairs, t
     assert why.height >= 115 and why.filter(pl.col("kept") & pl.col("benchmark").is_null()).height == 0
 
     # a rerun with nothing new does no work
-    s3 = curate_flow(data_dir=str(wh.root))
+    s3 = curate_flow(data_dir=str(wh.root), **settings)
     assert s3["pairs"] == 0 and {r["stage"]: r["rows"] for r in s3["funnel"]}["clean"] == clean
 
 
