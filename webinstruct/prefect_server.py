@@ -20,7 +20,11 @@ class PrefectServer:
         self.host, self.port = host, port or free_port(host)
         self.env = {**os.environ, **(env or {}), "PREFECT_UI_ENABLED": "true",
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                    "PREFECT_UI_API_URL": f"http://{self.host}:{self.port}/api"}
+                    # the UI takes its API URL from these, not from --port
+                    "PREFECT_UI_API_URL": f"http://{self.host}:{self.port}/api",
+                    "PREFECT_SERVER_API_HOST": self.host, "PREFECT_SERVER_API_PORT": str(self.port),
+                    # SQLite on 2 busy cores: wait for the database rather than answer 503
+                    "PREFECT_SERVER_DATABASE_TIMEOUT": "30"}
         self.env.pop("PREFECT_API_URL", None)  # the server itself must not talk to another one
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen | None = None
