@@ -85,7 +85,7 @@ def warehouse_lock(wh: Warehouse, wait_log_s: float = 30.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if waited % wait_log_s == 0:
-                    run_logger().info("another run is writing %s; waiting for it to finish", wh.root)
+                    run_logger().warning("another run is writing %s; waiting for it to finish", wh.root)
                 time.sleep(1.0)
                 waited += 1.0
         _held.root = wh.root
