@@ -147,7 +147,11 @@ def _domains_round(wh: Warehouse, rid: str, rnd: int, scores_fp: str, doc_fps: l
             new = wh.scan("domains", fp).filter(pl.col("domain").is_in(todo["domain"].implode())).collect()
             sr.reasons = dict(new.group_by(pl.col("label") + " (" + pl.col("label_source") + ")").len().iter_rows())
     rows = dom.latest_labels(wh, fp)
+    alarm = dom.labeller_alarm(rows)
+    if alarm:
+        run_logger().warning("round %d: %s", rnd, alarm)
     summary = {
+        "alarm": alarm,
         "domains": rows.height, "new_domains": todo.height,
         "labelled": rows.filter(pl.col("label_source").is_in(["llm", "override"])).height,
         "failed": rows.filter(pl.col("label") == "failed").height,

@@ -101,6 +101,27 @@ def latest_labels(wh: Warehouse, fp: str) -> pl.DataFrame:
             .unique("domain", keep="last", maintain_order=True).collect())
 
 
+def labeller_alarm(rows: pl.DataFrame, min_domains: int = 8) -> str | None:
+    """A labeller that gives every domain the same label, or no reasons, is not evidence: say so.
+
+    `rows` are a version's latest labels; None when nothing looks wrong (or too few to judge)."""
+    llm = rows.filter(pl.col("label_source") == "llm")
+    if llm.height < min_domains:
+        return None
+    problems = []
+    labels = llm["label"].unique().to_list()
+    if len(labels) == 1:
+        problems.append(f"all {llm.height} domains the LLM labelled are {labels[0]!r}")
+    empty = int((llm["reason"].fill_null("").str.strip_chars().str.len_chars() < 3).sum())
+    if empty * 2 >= llm.height:
+        problems.append(f"{empty} of {llm.height} reasons are empty")
+    if not problems:
+        return None
+    return ("degenerate domain labeller: " + "; ".join(problems) + ". Round 2 trains on these labels: check them "
+            "(webinstruct sql \"select domain, label, reason from domains\"), fix them with an overrides file, or "
+            "use a stronger model")
+
+
 def pending_domains(stats: pl.DataFrame, prev: pl.DataFrame, *, min_domain_docs: int, overrides: dict[str, str],
                     max_llm_domains: int | None) -> tuple[pl.DataFrame, set[str]]:
     """Domains that need a row now, and which of them are over this run's LLM budget.

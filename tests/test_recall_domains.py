@@ -119,3 +119,21 @@ def test_llm_budget_keeps_the_domains_with_most_recalled_docs():
     # d.org is forced by an override, e.org is below min_domain_docs: neither counts against the budget.
     assert over_budget(stats, min_domain_docs=1, overrides={"d.org": "other"}, max_llm_domains=2) == {"b.org"}
     assert over_budget(stats, min_domain_docs=1, overrides={}, max_llm_domains=1) == {"a.org", "b.org", "c.org"}
+
+
+def test_a_degenerate_labeller_is_noticed():
+    import polars as pl
+
+    from tasks.domains import labeller_alarm
+
+    def rows(labels, reasons):
+        return pl.DataFrame({"domain": [f"d{i}.org" for i in range(len(labels))], "label": labels,
+                             "reason": reasons, "label_source": ["llm"] * len(labels)})
+
+    healthy = rows(["educational", "other"] * 5, ["worked solutions to exam problems"] * 10)
+    assert labeller_alarm(healthy) is None
+    same = labeller_alarm(rows(["educational"] * 10, ["looks educational"] * 10))
+    assert "all 10 domains the LLM labelled are 'educational'" in same
+    silent = labeller_alarm(rows(["educational", "other"] * 5, [""] * 6 + ["a reason"] * 4))
+    assert "6 of 10 reasons are empty" in silent
+    assert labeller_alarm(rows(["educational"] * 3, [""] * 3)) is None  # too few to judge

@@ -71,6 +71,8 @@ def print_summary(summary: dict) -> None:
             f"F1 {r['f1']:.3f} at threshold {r['threshold']:.2f}; kept {r['docs_kept']}/{r['docs_scored']} pages; "
             f"{r['labelled']}/{r['domains']} domains labelled ({r['new_domains']} new this run, {r['failed']} failed), "
             f"educational: {', '.join(r['educational'][:8]) or '-'}{' ...' if len(r['educational']) > 8 else ''}")
+        if r.get("alarm"):
+            console.print(f"[yellow]warning:[/] round {r['round']}: {r['alarm']}")
     console.print(f"final recalled set: recall_scores version {summary['final_scores_fingerprint']} (kept = true)")
     console.print("inspect: webinstruct sql \"SELECT round, domain, docs_recalled, label, reason FROM domains "
                   "WHERE label_source <> 'below_min_docs' ORDER BY round, docs_recalled DESC\"")
