@@ -53,6 +53,9 @@ def _print_outcome(console: Console, export_dir: Path, seconds: float) -> None:
                       "grounding check rejects (see qa_extracted.status/error). For real pairs, serve a real "
                       "model: webinstruct serve --engine vllm --model ..., then --base-url.")
     data = wh.root
+    from webinstruct.report import write_report
+
+    report = write_report(wh, wh.root / "report.html")  # the run's state as one offline page
     console.print("[bold]where to look next[/]")
     for line in [
             f"[bold]dataset[/]     {export_dir}/  (card: README.md inside)",
@@ -63,7 +66,7 @@ def _print_outcome(console: Console, export_dir: Path, seconds: float) -> None:
             f"[bold]DuckDB[/]      duckdb -readonly {data}/catalog.duckdb",
             "[bold]status[/]      webinstruct status     (segments done and pending per stage and version)",
             "[bold]versions[/]    webinstruct versions   (every version and the settings that made it)",
-            "[bold]report[/]      webinstruct report report.html",
+            f"[bold]report[/]      {report}  (funnel, scores, domains, LLM use, versions; rebuild: webinstruct report OUT.html)",
             "[bold]Prefect UI[/]  webinstruct ui   -> http://127.0.0.1:4200 (runs, artifacts, reruns from the form)",
     ]:
         console.print("  " + line)
