@@ -33,8 +33,8 @@ N_SAMPLES = 5  # top pages per domain shown to the LLM
 
 @task(name="recall-train")
 def train_task(data_dir: str, rnd: int, params: rt.TrainParams, doc_fps: list[str], seeds: list[str] | None,
-               domains_fp: str | None, retrain: str) -> dict:
-    row = rt.train_round(Warehouse(data_dir), rnd, params, doc_fps, seeds, domains_fp, retrain)
+               domains_fp: str | None, retrain: str, plan: rt.RoundPlan) -> dict:
+    row = rt.train_round(Warehouse(data_dir), rnd, params, doc_fps, seeds, domains_fp, retrain, plan)
     row.pop("trained_at", None)
     return row
 
@@ -61,16 +61,15 @@ def label_task(data_dir: str, rnd: int, scores_fp: str, fp: str, shard: str, sta
 
 def _train_round(wh: Warehouse, rid: str, rnd: int, params: rt.TrainParams, doc_fps: list[str],
                  seeds: list[str] | None, domains_fp: str | None, retrain: str) -> dict:
-    line = rt.line_key(rnd, params, doc_fps, seeds, domains_fp)
-    key = rt.choose_train_key(wh, line, doc_fps, retrain)
-    fp = rt.model_fingerprint(key, params.threshold)
+    plan = rt.plan_round(wh, rnd, params, doc_fps, seeds, domains_fp, retrain)
+    fp = plan.fingerprint
     with stage(wh, run_id=rid, name=rt.STAGE, fingerprint=fp, outputs=["recall_models", "recall_examples"],
                params={**params.training_settings(), "round": rnd, "threshold": params.threshold, "retrain": retrain},
                upstream=[*doc_fps] + ([domains_fp] if domains_fp else []), code_version=rt.CODE_VERSION) as sr:
         if wh.has_shard("recall_models", fp, "model"):  # pinned: no task at all
             row = wh.read_shard("recall_models", fp, "model").to_dicts()[0] | {"fingerprint": fp, "skipped": True}
         else:
-            row = train_task(str(wh.root), rnd, params, doc_fps, seeds, domains_fp, retrain)
+            row = train_task(str(wh.root), rnd, params, doc_fps, seeds, domains_fp, retrain, plan)
         sr.add(shards_total=1, shards_done=0 if row["skipped"] else 1, shards_skipped=int(row["skipped"]),
                rows_out=0 if row["skipped"] else row["n_pos"] + row["n_neg"])
     return row

@@ -165,7 +165,6 @@ def stage(wh: Warehouse, *, run_id: str, name: str, fingerprint: str, outputs: l
     started = time.perf_counter()
     with wh.stage_run(run_id=run_id, stage=name, fingerprint=fingerprint, outputs=outputs, params=params,
                       upstream=upstream, code_version=code_version) as sr:
-        sr.reasons = {}
         yield sr
     seconds = time.perf_counter() - started
     publish_stage(wh, sr, seconds, "llm_calls" in outputs)
@@ -190,7 +189,7 @@ def publish_stage(wh: Warehouse, sr: StageRun, seconds: float, uses_llm: bool) -
     if uses_llm:
         facts |= {k.replace("_", " "): round(v, 3) if isinstance(v, float) else v
                   for k, v in llm_usage(wh, row["fingerprint"], row["started_at"]).items()}
-    reasons = getattr(sr, "reasons", {}) or {}
+    reasons = sr.reasons
     run_logger().info("%s %s: %s shard(s) done, %s skipped, %s rows out in %.1f s%s", row["stage"],
                       row["fingerprint"], row["shards_done"], row["shards_skipped"], row["rows_out"], seconds,
                       f"; {reasons}" if reasons else "")

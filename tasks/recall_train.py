@@ -283,12 +283,26 @@ def evaluate(test: pl.DataFrame, threshold: float | None) -> dict:
 
 
 # ---- the stage ----------------------------------------------------------------------------------
-def train_round(wh: Warehouse, rnd: int, params: TrainParams, doc_fps: list[str], seeds: list[str] | None,
-                domains_fp: str | None = None, retrain: str = "if_missing") -> dict:
-    """Train (or reuse the pinned) model of this round and publish its `recall_models` + `recall_examples` rows."""
-    line = line_key(rnd, params, doc_fps, seeds, domains_fp)
+@dataclass(frozen=True)
+class RoundPlan:
+    """Which model a round uses: its line, the training of that line, the recall_models version."""
+    line: str
+    key: str
+    fingerprint: str
+
+
+def plan_round(wh: Warehouse, rnd: int, params: TrainParams, doc_fps: list[str], seeds: list[str] | None,
+               domains_fp: str | None = None, retrain: str = "if_missing") -> RoundPlan:
+    line = line_key(rnd, params, doc_fps, seeds, domains_fp)  # hashes the seed files: once per round
     key = choose_train_key(wh, line, doc_fps, retrain)
-    fp = model_fingerprint(key, params.threshold)
+    return RoundPlan(line, key, model_fingerprint(key, params.threshold))
+
+
+def train_round(wh: Warehouse, rnd: int, params: TrainParams, doc_fps: list[str], seeds: list[str] | None,
+                domains_fp: str | None = None, retrain: str = "if_missing", plan: RoundPlan | None = None) -> dict:
+    """Train (or reuse the pinned) model of this round and publish its `recall_models` + `recall_examples` rows."""
+    plan = plan or plan_round(wh, rnd, params, doc_fps, seeds, domains_fp, retrain)
+    line, key, fp = plan.line, plan.key, plan.fingerprint
     if wh.has_shard("recall_models", fp, "model"):
         return wh.read_shard("recall_models", fp, "model").to_dicts()[0] | {"fingerprint": fp, "skipped": True}
     model_dir = wh.side_dir("models", key)

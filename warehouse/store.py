@@ -46,26 +46,25 @@ def new_id(prefix: str = "") -> str:
     return f"{prefix}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
 
 
-def write_parquet_atomic(df: pl.DataFrame, path: Path) -> Path:
+def _write_atomic(path: Path, write) -> Path:
+    """`write(tmp)` into a hidden temp file beside `path`, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
     try:
-        df.write_parquet(tmp, compression="zstd", statistics=True)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: Path) -> Path:
+    return _write_atomic(path, lambda tmp: df.write_parquet(tmp, compression="zstd", statistics=True))
 
 
 def write_json_atomic(data, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
-    try:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    text = json.dumps(data, indent=1, sort_keys=True, default=str)
+    return _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 class Warehouse:
@@ -213,6 +212,7 @@ class Warehouse:
 class StageRun:
     wh: Warehouse
     row: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)  # rows by outcome, for the stage's artifact
 
     @property
     def fingerprint(self) -> str:
