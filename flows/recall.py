@@ -9,6 +9,7 @@ segment is only scored (its shards appended to the same recall_scores version) a
 domains are labelled. A changed setting (threshold, dim, prompt, model, overrides) or an explicit
 retrain writes new versions beside the old ones, backfilled over every segment.
 """
+import json
 from typing import Optional
 
 import polars as pl
@@ -33,8 +34,8 @@ N_SAMPLES = 5  # top pages per domain shown to the LLM
 
 @task(name="recall-train")
 def train_task(data_dir: str, rnd: int, params: rt.TrainParams, doc_fps: list[str], seeds: list[str] | None,
-               domains_fp: str | None, retrain: str, plan: rt.RoundPlan) -> dict:
-    row = rt.train_round(Warehouse(data_dir), rnd, params, doc_fps, seeds, domains_fp, retrain, plan)
+               domains_fp: str | None, retrain: str, plan: rt.RoundPlan, prev_scores_fp: str | None) -> dict:
+    row = rt.train_round(Warehouse(data_dir), rnd, params, doc_fps, seeds, domains_fp, retrain, plan, prev_scores_fp)
     row.pop("trained_at", None)
     return row
 
@@ -60,16 +61,16 @@ def label_task(data_dir: str, rnd: int, scores_fp: str, fp: str, shard: str, sta
 
 
 def _train_round(wh: Warehouse, rid: str, rnd: int, params: rt.TrainParams, doc_fps: list[str],
-                 seeds: list[str] | None, domains_fp: str | None, retrain: str) -> dict:
-    plan = rt.plan_round(wh, rnd, params, doc_fps, seeds, domains_fp, retrain)
+                 seeds: list[str] | None, domains_fp: str | None, retrain: str, prev_scores_fp: str | None) -> dict:
+    plan = rt.plan_round(wh, rnd, params, doc_fps, seeds, domains_fp, retrain, prev_scores_fp)
     fp = plan.fingerprint
     with stage(wh, run_id=rid, name=rt.STAGE, fingerprint=fp, outputs=["recall_models", "recall_examples"],
                params={**params.training_settings(), "round": rnd, "threshold": params.threshold, "retrain": retrain},
-               upstream=[*doc_fps] + ([domains_fp] if domains_fp else []), code_version=rt.CODE_VERSION) as sr:
+               upstream=[*doc_fps] + [u for u in (domains_fp, prev_scores_fp) if u], code_version=rt.CODE_VERSION) as sr:
         if wh.has_shard("recall_models", fp, "model"):  # pinned: no task at all
             row = wh.read_shard("recall_models", fp, "model").to_dicts()[0] | {"fingerprint": fp, "skipped": True}
         else:
-            row = train_task(str(wh.root), rnd, params, doc_fps, seeds, domains_fp, retrain, plan)
+            row = train_task(str(wh.root), rnd, params, doc_fps, seeds, domains_fp, retrain, plan, prev_scores_fp)
         sr.add(shards_total=1, shards_done=0 if row["skipped"] else 1, shards_skipped=int(row["skipped"]),
                rows_out=0 if row["skipped"] else row["n_pos"] + row["n_neg"])
     return row
@@ -175,20 +176,29 @@ def recall_flow(
         raise ValueError(f"no documents in {wh.root}: run `webinstruct ingest` first")
     params = rt.TrainParams(dim=recall.dim, epoch=recall.epoch, lr=recall.lr, word_ngrams=recall.word_ngrams,
                             min_count=recall.min_count, neg_sample=recall.neg_sample,
-                            pos_neg_ratio=recall.pos_neg_ratio, threshold=recall.threshold)
+                            pos_neg_ratio=recall.pos_neg_ratio, pu_drop_score=recall.pu_drop_score,
+                            languages=tuple(recall.languages) if recall.languages else None,
+                            threshold=recall.threshold)
     overrides = dom.load_overrides(domains.overrides)
     summary: dict = {"rounds": []}
     domains_fp = None
     run_params = {"recall": recall.model_dump(), "domains": domains.model_dump(), "model": llm.model}
     with pipeline_run(wh, "recall", run_params, run_id) as rid:
         remember_settings(wh, recall=recall, domains=domains, recall_llm=llm)
+        scores_fp = None
         for rnd in range(1, recall.rounds + 1):
-            row = _train_round(wh, rid, rnd, params, doc_fps, recall.seeds, domains_fp, recall.retrain)
+            row = _train_round(wh, rid, rnd, params, doc_fps, recall.seeds, domains_fp, recall.retrain, scores_fp)
             scores_fp, counts = _score_round(wh, rid, row, doc_fps)
-            domains_fp, dsum = _domains_round(wh, rid, rnd, scores_fp, doc_fps, domains, overrides, llm)
+            dsum: dict = {"alarm": None, "domains": 0, "new_domains": 0, "labelled": 0, "failed": 0, "educational": []}
+            if domains.enabled:
+                domains_fp, dsum = _domains_round(wh, rid, rnd, scores_fp, doc_fps, domains, overrides, llm)
+            notes = json.loads(row["params"]).get("notes", {})
+            if notes.get("domain_labels") and rnd > 1:
+                run_logger().warning("round %d: %s", rnd, notes["domain_labels"])
             summary["rounds"].append({
                 "round": rnd, "model_fingerprint": row["fingerprint"], "trained": bool(row.get("fitted")),
                 **{k: row[k] for k in ("precision", "recall", "f1", "threshold", "n_pos", "n_neg")},
+                **{k: row.get(k) for k in rt.EVAL_COLUMNS}, "notes": notes,
                 "scores_fingerprint": scores_fp, **counts, "domains_fingerprint": domains_fp, **dsum,
             })
             run_logger().info("round %d: model %s (%s), %d/%d pages kept, %d new domain(s)", rnd, row["fingerprint"],

@@ -29,24 +29,32 @@ class CrawlSource(_Form):
 
 
 class RecallSettings(_Form):
-    threshold: Optional[float] = Field(0.5, ge=0, le=1, description=(
-        "Score at or above which a page is recalled; empty = the held-out best-F1 threshold. "
-        "A new threshold is a new version without retraining"))
+    threshold: Optional[float] = Field(None, ge=0, le=1, description=(
+        "Score at or above which a page is recalled; empty = the best-F1 threshold on the labelled pages "
+        "(data/eval). A new threshold is a new version without retraining"))
+    languages: Optional[list[str]] = Field(["en"], description=(
+        "Recall only pages in these languages (ISO 639-1, the seeds' language); empty = every language"))
     retrain: Literal["if_missing", "never", "always"] = Field("if_missing", description=(
         "if_missing: train once, then keep that model for new crawl data; always: train a new model "
         "on the documents there are now (a new version, backfilled over every segment); never: refuse to train"))
-    rounds: int = Field(2, ge=1, le=2, description="1: seeds only; 2: retrain on the LLM-labelled domains (paper)")
+    rounds: int = Field(2, ge=1, le=2, description=(
+        "1: seeds only; 2: retrain on the pages round 1 recalled and the LLM-labelled domains (paper)"))
     seeds: Optional[list[str]] = Field(None, description="Seed files (JSONL/JSON/Parquet/text); empty = bundled GSM8K, AQuA-RAT, SVAMP")
     dim: int = Field(256, ge=2, description="fastText vector size (paper: 256)")
-    epoch: int = Field(3, ge=1, description="fastText epochs (paper: 3)")
+    epoch: int = Field(5, ge=1, description="fastText epochs (paper: 3, for millions of pages; 5 ranks better on small crawls)")
     lr: float = Field(1.0, gt=0, description="fastText learning rate")
     word_ngrams: int = Field(2, ge=1, description="fastText word n-grams")
     min_count: int = Field(1, ge=1, description="Minimum word count in the training text")
-    neg_sample: Optional[int] = Field(None, ge=1, description="Negatives to sample (empty: as many as positives)")
+    neg_sample: Optional[int] = Field(None, ge=1, description=(
+        "Negatives to sample (empty: as many as positives available, at most every page in scope)"))
     pos_neg_ratio: float = Field(1.0, gt=0, description="Positives per negative")
+    pu_drop_score: Optional[float] = Field(0.5, ge=0, le=1, description=(
+        "Leave out negatives that models trained without them score at least this (likely positives); empty: keep all"))
 
 
 class DomainSettings(_Form):
+    enabled: bool = Field(True, description=(
+        "Have the LLM label domains between the rounds; off: round 2 learns from round 1's recalled pages only"))
     min_domain_docs: int = Field(1, ge=1, description=(
         "Recalled pages a domain needs before the LLM labels it (paper: 1000 at crawl scale)"))
     max_llm_domains: Optional[int] = Field(None, ge=0, description=(

@@ -28,6 +28,7 @@ from prompts import load_prompt
 from tasks.llm_client import LLMClient, LLMRequest, LLMResult, LLMSettings
 from tasks.page_clean import CleanParams, prepare_page
 from warehouse import Warehouse, content_hash, fingerprint
+from warehouse.schemas import TABLES
 
 STAGE = "extract"
 CODE_VERSION = "1"
@@ -229,16 +230,10 @@ def chunk_rows(doc_id: str, chunk: int, chunk_text: str, result: LLMResult, mode
     return rows
 
 
-def extract_shard(wh: Warehouse, settings: LLMSettings, params: ExtractParams, fp: str, shard: str,
-                  documents_fp: str, documents_shard: str, doc_ids: list[str],
-                  client_factory: Callable[[LLMSettings, Warehouse], LLMClient] = LLMClient) -> dict:
-    """Extract pairs from the selected docs of one documents shard; returns counters."""
-    if wh.has_shard("qa_extracted", fp, shard):
-        return {"shard": shard, "skipped": True, "docs": len(doc_ids)}
+def extract_pages(client: LLMClient, settings: LLMSettings, params: ExtractParams, docs: pl.DataFrame, *,
+                  fp: str, shard: str, stage: str = STAGE) -> tuple[pl.DataFrame, list[LLMResult]]:
+    """The qa_extracted rows of some pages (doc_id, url, title, text) and the LLM results behind them."""
     prompt = ChatPrompt.load(params.prompt)
-    docs = (pl.scan_parquet(wh.shard_path("documents", documents_fp, documents_shard))
-            .select("doc_id", "url", "title", "text")
-            .join(pl.LazyFrame({"doc_id": doc_ids}), on="doc_id", how="semi", maintain_order="left").collect())
     rows: list[dict] = []
     requests: list[LLMRequest] = []
     chunks_of: list[tuple[str, int, str]] = []
@@ -253,17 +248,29 @@ def extract_shard(wh: Warehouse, settings: LLMSettings, params: ExtractParams, f
             requests.append(LLMRequest(
                 item_id=f"{d['doc_id']}#{i}", response_model=ExtractReply,
                 messages=prompt.render(title=d["title"] or "", url=d["url"] or "", text=text)))
-    client = client_factory(settings, wh)
-    results = client.run(requests, stage=STAGE, fingerprint=fp, shard=shard)
+    results = client.run(requests, stage=stage, fingerprint=fp, shard=shard)
     seen: dict[str, dict[str, str]] = {}
     for (doc_id, i, text), res in zip(chunks_of, results):
         rows += chunk_rows(doc_id, i, text, res, settings.model, prompt.fingerprint, params.min_grounding,
                            seen.setdefault(doc_id, {}))
-    df = pl.DataFrame(rows, schema=wh.spec("qa_extracted").schema)
+    return pl.DataFrame(rows, schema=TABLES["qa_extracted"].schema), results
+
+
+def extract_shard(wh: Warehouse, settings: LLMSettings, params: ExtractParams, fp: str, shard: str,
+                  documents_fp: str, documents_shard: str, doc_ids: list[str],
+                  client_factory: Callable[[LLMSettings, Warehouse], LLMClient] = LLMClient) -> dict:
+    """Extract pairs from the selected docs of one documents shard; returns counters."""
+    if wh.has_shard("qa_extracted", fp, shard):
+        return {"shard": shard, "skipped": True, "docs": len(doc_ids)}
+    docs = (pl.scan_parquet(wh.shard_path("documents", documents_fp, documents_shard))
+            .select("doc_id", "url", "title", "text")
+            .join(pl.LazyFrame({"doc_id": doc_ids}), on="doc_id", how="semi", maintain_order="left").collect())
+    client = client_factory(settings, wh)
+    df, results = extract_pages(client, settings, params, docs, fp=fp, shard=shard)
     wh.write_shard("qa_extracted", fp, shard, df)
     counts = df["status"].value_counts()
     by = dict(zip(counts["status"].to_list(), counts["count"].to_list()))
-    return {"shard": shard, "skipped": False, "docs": docs.height, "chunks": len(requests),
+    return {"shard": shard, "skipped": False, "docs": docs.height, "chunks": len(results),
             "calls": client.network_calls, "cached": sum(r.cached for r in results),
             "pairs": by.get("ok", 0), "no_pairs": by.get("no_pairs", 0), "failed": by.get("failed", 0),
             "rejected": by.get("rejected", 0), "rows": df.height}

@@ -7,6 +7,7 @@ import tldextract
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 from resiliparse.parse.html import HTMLTree
+from resiliparse.parse.lang import detect_fast
 
 # suffix_list_urls=() pins tldextract to the Public Suffix List snapshot it ships: no network.
 # Private suffixes count (user.github.io and other.github.io are different sites).
@@ -29,3 +30,9 @@ def registered_domain(host_or_url: str) -> str:
     """Public-suffix-aware registered domain ("forums.bbc.co.uk" -> "bbc.co.uk"); host if none."""
     ext = _TLD(host_or_url)
     return (ext.top_domain_under_public_suffix or ext.domain or host_or_url).lower()
+
+
+def language(text: str, max_chars: int = 4000) -> str:
+    """The main text's language (ISO 639-1) from its first `max_chars` characters; "unknown" if unsure."""
+    lang, _ = detect_fast(text[:max_chars]) if text.strip() else ("unknown", 0)
+    return lang or "unknown"

@@ -21,12 +21,12 @@ from typing import Callable
 import fsspec
 import polars as pl
 
-from tasks.html_text import html_to_text, registered_domain
+from tasks.html_text import html_to_text, language, registered_domain
 from tasks.warc_reader import PageRecord, ReadStats, iter_pages, open_input
 from warehouse import Warehouse, content_hash, fingerprint, now_utc
 
 STAGE = "ingest"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: documents.language
 WARC_SUFFIXES = (".warc", ".warc.gz", ".wet", ".wet.gz", ".warc.wet.gz", ".arc.gz")
 
 
@@ -101,7 +101,8 @@ def _checksum(path: str) -> str:
         return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _row(page: PageRecord, params: IngestParams, crawl: str | None, source: str) -> dict | None:
+def page_row(page: PageRecord, params: IngestParams, crawl: str | None, source: str) -> dict | None:
+    """The `documents` row of one page (None when its main text is shorter than `min_chars`)."""
     if page.is_plain_text:
         title, text = "", page.body.decode("utf-8", "replace").strip()
     else:
@@ -111,7 +112,7 @@ def _row(page: PageRecord, params: IngestParams, crawl: str | None, source: str)
     return dict(
         doc_id=page.doc_id, url=page.url, domain=registered_domain(page.url) if page.url else None,
         crawl=crawl, fetched_at=page.fetched_at, content_type=page.content_type, charset=page.charset,
-        title=title, text=text, n_chars=len(text), truncated=page.truncated, source_file=source,
+        title=title, text=text, n_chars=len(text), language=language(text), truncated=page.truncated, source_file=source,
         record_offset=page.offset,
     )
 
@@ -144,7 +145,7 @@ def ingest_file(wh: Warehouse, path: str, params: IngestParams,
         checksum = _checksum(path)
         with open_input(path) as stream:
             for page in iter_pages(stream, stats, source_name=path):
-                row = _row(page, params, stats.crawl, path)
+                row = page_row(page, params, stats.crawl, path)
                 if row is None:
                     skipped_empty += 1
                     continue

@@ -58,21 +58,19 @@ def test_normalization_is_one_definition():
 
 
 # ---- training set and model ----------------------------------------------------------------------
-def test_training_set_is_balanced_and_capped(ingested_sample):
+def test_training_set_sizes_follow_the_settings(ingested_sample):
     wh = ingested_sample
     doc_fps = wh.current_fingerprints("documents")
-    n_docs = wh.scan("documents").select(pl.col("doc_id").n_unique()).collect().item()
-    ex = select_examples(wh, 1, TrainParams(), doc_fps, None)
+    in_scope = wh.scan("documents").filter(pl.col("language") == "en").select(pl.col("doc_id").n_unique()).collect().item()
+    ex = select_examples(wh, 1, TrainParams(), doc_fps, None).rows
     n_neg, n_pos = (ex["label"] == 0).sum(), (ex["label"] == 1).sum()
-    assert n_neg == n_docs // 2 and n_pos == n_neg  # half the crawl as negatives, balanced positives
-    assert set(ex.filter(pl.col("label") == 1)["origin"]) == {"seed"}
-    assert set(ex.filter(pl.col("label") == 0)["origin"]) == {"random_doc"}
+    assert n_neg + ex["label"].null_count() == in_scope and n_pos == in_scope  # every page in scope, balanced
     test = ex.filter(pl.col("split") == "test")
     assert 0.15 < test.height / ex.height < 0.25 and set(test["label"]) == {0, 1}
-    again = select_examples(wh, 1, TrainParams(), doc_fps, None)
-    assert again["item_id"].to_list() == ex["item_id"].to_list()  # seeded
-    small = select_examples(wh, 1, TrainParams(neg_sample=20, pos_neg_ratio=2.0), doc_fps, None)
-    assert ((small["label"] == 0).sum(), (small["label"] == 1).sum()) == (20, 40)
+    small = select_examples(wh, 1, TrainParams(neg_sample=20, pos_neg_ratio=2.0, pu_drop_score=None), doc_fps, None)
+    assert ((small.rows["label"] == 0).sum(), (small.rows["label"] == 1).sum()) == (20, 40)
+    half = select_examples(wh, 1, TrainParams(max_neg_fraction=0.5, pu_drop_score=None), doc_fps, None)
+    assert (half.rows["label"] == 0).sum() == in_scope // 2
 
 
 def test_seed_model_ranks_forum_qa_above_common_crawl_spam(recall_r1):
@@ -92,15 +90,17 @@ def test_metrics_row_and_model_file(recall_r1):
     m = models.row(0, named=True)
     assert m["fingerprint"] == row["fingerprint"] and m["round"] == 1
     assert 0.0 <= m["precision"] <= 1.0 and 0.0 <= m["recall"] <= 1.0 and m["f1"] > 0.5  # seeds vs crawl
-    assert m["threshold"] == 0.5 and m["threshold_source"] == "fixed"
+    assert 0.0 < m["threshold"] < 1.0 and m["threshold_source"] == "labelled_best_f1"
     curve = json.loads(m["pr_curve"])
     assert len(curve) == 101 and curve[0][2] == 1.0  # threshold 0 recalls every positive
     params = json.loads(m["params"])
-    assert params["dim"] == 256 and params["epoch"] == 3 and params["examples_by_origin"]["seed"] == m["n_pos"]
+    assert params["dim"] == 256 and params["epoch"] == 5 and params["examples_by_origin"]["seed"] == m["n_pos"]
+    assert params["notes"]["dressed_seeds"] == m["n_pos"] and params["languages"] == ["en"]
     model = load_model(model_file(wh, m["model_path"]))
     assert m["train_key"] in m["model_path"] and model.get_dimension() == 256
     examples = wh.scan("recall_examples").collect()
-    assert examples.height == m["n_pos"] + m["n_neg"]
+    dropped = params["notes"]["negatives_dropped_as_likely_positive"]
+    assert examples.height == m["n_pos"] + m["n_neg"] + dropped
     assert examples.filter(pl.col("split") == "test")["score"].null_count() == 0
 
 
@@ -130,7 +130,7 @@ def test_new_dim_or_threshold_makes_new_versions_beside_old(recall_r1, copy_ware
 
     assert set(wh.versions("recall_models")) == {row["fingerprint"], loose["fingerprint"], small["fingerprint"]}
     old = wh.scan("recall_models", row["fingerprint"]).collect().row(0, named=True)
-    assert old["threshold"] == 0.5 and old["f1"] == row["f1"]  # old row untouched
+    assert old["threshold"] == row["threshold"] and old["f1"] == row["f1"]  # old row untouched
 
     m = ScoringModel.from_row(loose)
     out_fp = scores_fingerprint(m.fingerprint, doc_fps)

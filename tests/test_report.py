@@ -17,7 +17,7 @@ from webinstruct.report import build_report, write_report
 
 RFP2 = "refinedfp000002"
 XFP = "extractfp00001"
-HEADINGS = ["Funnel", "Recall scores", "Top domains", "Extraction status", "LLM tokens and latency",
+HEADINGS = ["Funnel", "Recall scores", "Quality on labelled pages", "Top domains", "Extraction status", "LLM tokens and latency",
             "Contamination", "Versions"]
 EVIL = "<script>alert(1)</script> & co"
 
@@ -126,6 +126,9 @@ def full_wh(recall_r1, real_pairs, tmp_path_factory):
     for fp in {c["fingerprint"] for c in calls}:
         wh.write_shard("llm_calls", fp, "00000", pl.DataFrame([c for c in calls if c["fingerprint"] == fp]))
     wh.finish_run(run)
+    from tasks.quality_eval import run_eval
+
+    run_eval(wh)  # both rounds measured on the shipped labelled pages
     curate_by_hand(wh)  # dedup, decontaminate (GSM8K test items) and export the refiner-a version
     return wh
 
@@ -163,13 +166,21 @@ def test_report_shows_every_section_with_the_warehouse_numbers(full_wh):
 
     # one histogram per round; its bins hold every score; the threshold is marked
     part = section(html, "recall")
-    assert part.count('<svg class="chart"') == 2 and part.count("threshold 0.50</text>") == 2
+    models = wh.scan("recall_models").collect()
+    assert part.count('<svg class="chart"') == 2
+    for t in models["threshold"]:
+        assert f"threshold {t:.4f}</text>" in part
     counts = [int(re.search(r": ([\d,]+) documents", t).group(1).replace(",", "")) for t in bar_titles(part)]
-    assert len(counts) == 40 and sum(counts) == wh.scan("recall_scores").collect().height == 540
-    kept = wh.scan("recall_scores").group_by("round").agg(pl.col("kept").sum()).collect()
-    for rnd, n in kept.iter_rows():
-        assert f"round {rnd} · 270 documents · {n:,} kept" in part
-    assert "Recall models (held-out metrics)" in part
+    scores = wh.scan("recall_scores").collect()
+    unscored = scores.filter(pl.col("score") == 0).height  # other languages: counted apart, not binned
+    assert len(counts) == 40 and sum(counts) + unscored == scores.height == 540 and unscored > 0
+    kept = scores.group_by("round").agg(pl.col("kept").sum(), (pl.col("score") == 0).sum().alias("zero"))
+    for rnd, n, zero in kept.iter_rows():
+        assert f"round {rnd} · 270 documents · {n:,} kept · {zero:,} not scored (out of scope)" in part
+    assert "Recall models" in part and f"{models['eval_roc_auc'][0]:.2f}" in part
+
+    part = section(html, "quality")
+    assert "shipped:" in part and part.count("<td>recall</td>") == 2
 
     # top domains of round 2, coloured by label, reasons escaped
     part = section(html, "domains")
@@ -226,7 +237,7 @@ def test_empty_and_partial_warehouses_say_no_data_yet(data_dir, ingested_sample)
     html = build_report(ingested_sample)
     assert "<svg" in section(html, "funnel") and ">270<" in section(html, "funnel")
     assert "<h3>ingest</h3>" in section(html, "versions")
-    for anchor in ("recall", "domains", "extraction", "llm", "contamination"):
+    for anchor in ("recall", "quality", "domains", "extraction", "llm", "contamination"):
         assert "no data yet" in section(html, anchor)
 
 

@@ -14,7 +14,7 @@ def _docs(ids: list[str]) -> pl.DataFrame:
     return pl.DataFrame({
         "doc_id": ids, "url": [f"https://ex.org/{i}" for i in ids], "domain": ["ex.org"] * len(ids),
         "crawl": None, "fetched_at": None, "content_type": "text/html", "charset": "utf-8", "title": "t",
-        "text": [f"text {i}" for i in ids], "n_chars": 6, "truncated": False, "source_file": "f",
+        "text": [f"text {i}" for i in ids], "n_chars": 6, "language": "en", "truncated": False, "source_file": "f",
         "record_offset": 0,
     })
 

@@ -126,9 +126,18 @@ def section_funnel(ctx: Ctx) -> str:
 
 def section_recall(ctx: Ctx) -> str:
     wh = ctx.wh
+    # Bins span the scores a model gave (on a small crawl they sit within hundredths of 0.5);
+    # pages it did not score (other languages, empty) are counted apart, not piled up at 0.
+    scored = pl.col("score") > 0
+    span = pl.when(scored).then(pl.col("score"))
+    lo, hi = span.min().over("model_fingerprint"), span.max().over("model_fingerprint")
+    width = pl.when(hi > lo).then(hi - lo).otherwise(1.0)
     hist = (wh.scan("recall_scores").filter(pl.col("score").is_not_null())
-            .with_columns(bin=(pl.col("score") * BINS).floor().clip(0, BINS - 1).cast(pl.Int32))
-            .group_by("round", "model_fingerprint", "bin").agg(n=pl.len(), kept=pl.col("kept").sum())
+            .with_columns(lo=lo.fill_null(0.0), hi=pl.when(hi > lo).then(hi).otherwise(lo + 1.0).fill_null(1.0),
+                          bin=pl.when(scored).then(((pl.col("score") - lo) / width * BINS).floor().clip(0, BINS - 1))
+                          .otherwise(-1).cast(pl.Int32))
+            .group_by("round", "model_fingerprint", "bin").agg(n=pl.len(), kept=pl.col("kept").sum(),
+                                                               lo=pl.col("lo").first(), hi=pl.col("hi").first())
             .collect())
     models = wh.scan("recall_models").collect().sort("round", "trained_at")
     if hist.is_empty() and models.is_empty():
@@ -141,25 +150,43 @@ def section_recall(ctx: Ctx) -> str:
             "round", "model_fingerprint", maintain_order=True):
         counts = [0] * BINS
         for b, n in zip(g["bin"], g["n"]):
-            counts[b] = n
+            if b >= 0:
+                counts[b] = n
+        unscored = int(g.filter(pl.col("bin") < 0)["n"].sum())
         m = models.filter(pl.col("fingerprint") == mfp)
         m = m if m.height else models.filter(pl.col("round") == rnd)
         thr = m["threshold"][-1] if m.height else None
-        total, kept = sum(counts), int(g["kept"].sum())
-        caption = f"round {rnd} · {total:,} documents · {kept:,} kept"
+        total, kept = sum(counts) + unscored, int(g["kept"].sum())
+        caption = f"round {rnd} · {total:,} documents · {kept:,} kept · {unscored:,} not scored (out of scope)"
         chart = svg.histogram(counts, title=f"Recall scores, round {rnd} (model {mfp})", unit="documents",
-                              marker=thr, marker_label=f"threshold {thr:.2f}" if thr is not None else "")
+                              lo=float(g["lo"][0]), hi=float(g["hi"][0]), marker=thr,
+                              marker_label=f"threshold {thr:.4f}" if thr is not None else "")
         charts.append(f"<figure>{chart}<figcaption>{escape(caption)} · model {short(mfp)}</figcaption></figure>")
     out.append('<div class="charts">' + "".join(charts) + "</div>")
     if models.is_empty():
         return "".join(out) + nodata(" (no recall models)")
-    rows = [[r["round"], short(r["fingerprint"]), r["n_pos"], r["n_neg"], r["n_test"], r["precision"],
-             r["recall"], r["f1"], f"{num(r['threshold'])} ({r['threshold_source'] or '?'})", when(r["trained_at"])]
+    rows = [[r["round"], short(r["fingerprint"]), r["n_pos"], r["n_neg"], r.get("eval_roc_auc"), r.get("eval_pr_auc"),
+             r.get("eval_f1"), r["f1"], f"{num(r['threshold'])} ({r['threshold_source'] or '?'})", when(r["trained_at"])]
             for r in models.iter_rows(named=True)]
-    out.append("<h3>Recall models (held-out metrics)</h3>" + table(
-        ["round", "model", "positives", "negatives", "held out", "precision", "recall", "F1", "threshold",
-         "trained"], rows, numeric={2, 3, 4, 5, 6, 7}))
+    out.append("<h3>Recall models</h3>" + table(
+        ["round", "model", "positives", "negatives", "labelled pages ROC-AUC", "PR-AUC", "F1", "seed hold-out F1",
+         "threshold", "trained"], rows, numeric={2, 3, 4, 5, 6, 7})
+        + '<p class="muted">Labelled pages: real pages labelled by hand (data/eval, never trained on), scored '
+          'when the model was trained. The seed hold-out only says whether a seed differs from a page.</p>')
     return "".join(out)
+
+
+def section_quality(ctx: Ctx) -> str:
+    evals = ctx.wh.manifest("quality_evals")
+    if evals.is_empty():
+        return nodata(" (run `webinstruct eval`)")
+    evals = evals.sort("evaluated_at", descending=True).head(20)
+    rows = [[when(r["evaluated_at"]), r["eval_set"], r["stage"], r["round"] or "—", short(r["version"]), r["pages"],
+             r["roc_auc"], r["pr_auc"], r["precision"], r["recall"], r["f1"], r["f1_cv"], r["pages_with_pairs"],
+             r["pairs_per_page"]] for r in evals.iter_rows(named=True)]
+    return table(["evaluated", "set", "stage", "round", "version", "pages", "ROC-AUC", "PR-AUC", "precision",
+                  "recall", "F1", "F1 (cv)", "pages with pairs", "pairs/page"], rows,
+                 numeric=set(range(5, 14))) + '<p class="muted">The newest 20 rows of <code>quality_evals</code>.</p>'
 
 
 def section_domains(ctx: Ctx) -> str:
@@ -337,6 +364,7 @@ def section_versions(ctx: Ctx) -> str:
 SECTIONS: list[tuple[str, str, Callable[[Ctx], str]]] = [
     ("funnel", "Funnel", section_funnel),
     ("recall", "Recall scores", section_recall),
+    ("quality", "Quality on labelled pages", section_quality),
     ("domains", "Top domains", section_domains),
     ("extraction", "Extraction status", section_extraction),
     ("llm", "LLM tokens and latency", section_llm),

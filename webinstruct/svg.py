@@ -87,6 +87,7 @@ def histogram(counts: list[int], *, title: str, lo: float = 0.0, hi: float = 1.0
     n = len(counts) or 1
     peak = max(counts, default=0) or 1
     step = (hi - lo) / n
+    digits = 2 if hi - lo > 0.2 else 4  # scores packed near 0.5 need more places to tell bins apart
     body = [f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="{AXIS}"/>',
             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="{AXIS}"/>',
             f'<text x="{left - 4}" y="{top + 4}" text-anchor="end" fill="{AXIS}">{peak:,}</text>',
@@ -96,12 +97,12 @@ def histogram(counts: list[int], *, title: str, lo: float = 0.0, hi: float = 1.0
         x = left + pw * i / n
         a, b = lo + i * step, lo + (i + 1) * step
         body.append(f'<rect x="{x + 1:.1f}" y="{top + ph - h:.1f}" width="{pw / n - 2:.1f}" height="{h:.1f}" '
-                    f'fill="{escape(color)}"><title>{a:.2f}–{b:.2f}: {c:,} {escape(unit)}</title></rect>')
+                    f'fill="{escape(color)}"><title>{a:.{digits}f}–{b:.{digits}f}: {c:,} {escape(unit)}</title></rect>')
     for k in range(5):  # ticks at the quarters
         v = lo + (hi - lo) * k / 4
         x = left + pw * k / 4
         body.append(f'<line x1="{x:.1f}" y1="{top + ph}" x2="{x:.1f}" y2="{top + ph + 4}" stroke="{AXIS}"/>'
-                    f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle" fill="{AXIS}">{v:g}</text>')
+                    f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle" fill="{AXIS}">{v:.{digits}g}</text>')
     if marker is not None and lo <= marker <= hi:
         x = left + pw * (marker - lo) / (hi - lo)
         anchor = "end" if marker > lo + 0.7 * (hi - lo) else "start"

@@ -6,11 +6,11 @@ table is conformed to its schema (column order and types) before it lands on dis
 from __future__ import annotations
 
 from warehouse.schemas.base import TableSpec
-from warehouse.schemas import ingest, llm, recall, curate
+from warehouse.schemas import curate, ingest, llm, quality, recall
 
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
-    for module in (ingest, recall, llm, curate)
+    for module in (ingest, recall, llm, curate, quality)
     for spec in module.SPECS
 }
 

@@ -44,6 +44,7 @@ DOCUMENTS = TableSpec(
         "title": pl.String,
         "text": pl.String,
         "n_chars": pl.Int32,
+        "language": pl.String,  # ISO 639-1 code guessed from the main text (resiliparse), "unknown" if none
         "truncated": pl.Boolean,
         "source_file": pl.String,
         "record_offset": pl.Int64,

@@ -23,7 +23,17 @@ RECALL_MODELS = TableSpec(
         "recall": pl.Float64,
         "f1": pl.Float64,
         "threshold": pl.Float64,
-        "threshold_source": pl.String,  # fixed | best_f1
+        "threshold_source": pl.String,  # fixed | labelled_best_f1 | heldout_best_f1
+        # The same model on the labelled real pages (data/eval; never trained on): does it find them?
+        "eval_set": pl.String,  # name:content hash of the labelled set
+        "eval_pages": pl.Int64,
+        "eval_positives": pl.Int64,
+        "eval_roc_auc": pl.Float64,
+        "eval_pr_auc": pl.Float64,  # average precision
+        "eval_precision": pl.Float64,  # at `threshold`
+        "eval_recall": pl.Float64,
+        "eval_f1": pl.Float64,
+        "eval_f1_cv": pl.Float64,  # threshold picked on one half of the set, F1 on the other
         "params": pl.String,  # JSON: training settings, sample sizes, seed files
         "pr_curve": pl.String,  # JSON list of [threshold, precision, recall] on the held-out split
         "train_seconds": pl.Float64,
@@ -40,10 +50,11 @@ RECALL_EXAMPLES = TableSpec(
         "model_fingerprint": pl.String,
         "round": pl.Int32,
         "item_id": pl.String,  # doc_id, or seed:<file>:<line> for a seed
-        "origin": pl.String,  # seed | random_doc | educational_domain | other_domain
+        # seed | random_doc | educational_domain | other_domain | recalled_page | likely_positive
+        "origin": pl.String,
         "domain": pl.String,
-        "label": pl.Int8,  # 1 positive, 0 negative
-        "split": pl.String,  # train | test
+        "label": pl.Int8,  # 1 positive, 0 negative, null: left out (a likely positive among negatives)
+        "split": pl.String,  # train | test | dropped
         "score": pl.Float32,  # held-out score (test split only)
     },
 )

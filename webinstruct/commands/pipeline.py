@@ -52,6 +52,7 @@ def _print_outcome(console: Console, export_dir: Path, seconds: float) -> None:
         console.print("[yellow]No pair survived extraction.[/] A 135M model mostly invents questions, which the "
                       "grounding check rejects (see qa_extracted.status/error). For real pairs, serve a real "
                       "model: webinstruct serve --engine vllm --model ..., then --base-url.")
+    _print_recall_quality(console, wh)
     data = wh.root
     from webinstruct.report import write_report
 
@@ -64,12 +65,26 @@ def _print_outcome(console: Console, export_dir: Path, seconds: float) -> None:
             '            webinstruct sql "select status, error, question from qa_extracted"',
             "            webinstruct tables      (every table; <name>_all holds every version)",
             f"[bold]DuckDB[/]      duckdb -readonly {data}/catalog.duckdb",
+            "[bold]quality[/]     webinstruct eval       (recall on labelled real pages -> quality_evals; --extract: yield)",
             "[bold]status[/]      webinstruct status     (segments done and pending per stage and version)",
             "[bold]versions[/]    webinstruct versions   (every version and the settings that made it)",
             f"[bold]report[/]      {report}  (funnel, scores, domains, LLM use, versions; rebuild: webinstruct report OUT.html)",
             "[bold]Prefect UI[/]  webinstruct ui   -> http://127.0.0.1:4200 (runs, artifacts, reruns from the form)",
     ]:
         console.print("  " + line)
+
+
+def _print_recall_quality(console: Console, wh) -> None:
+    """Each current recall round measured on the shipped labelled pages (recall_models' eval columns)."""
+    import polars as pl
+
+    models = wh.scan("recall_models").collect()
+    if models.is_empty() or "eval_roc_auc" not in models.columns:
+        return
+    for r in models.sort("round").filter(pl.col("eval_roc_auc").is_not_null()).iter_rows(named=True):
+        console.print(f"recall round {r['round']} on {r['eval_pages']} labelled real pages: ROC-AUC "
+                      f"{r['eval_roc_auc']:.3f}, PR-AUC {r['eval_pr_auc']:.3f}, F1 {r['eval_f1']:.2f} at threshold "
+                      f"{r['threshold']:.4f} ({r['threshold_source']})")
 
 
 def register(app: typer.Typer) -> None:
