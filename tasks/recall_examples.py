@@ -2,8 +2,10 @@
 
 Why not seeds against pages: a seed is a bare exam question, a crawled page is a question wrapped
 in navigation, user names and footers, so a model trained that way learns "bare text or web page"
-and scores every real page alike. Three things make the examples comparable:
+and scores every real page alike. Four things make the examples comparable:
 
+- **Pages in the seeds' language only** (`languages`, default English): against a multilingual
+  crawl, a model trained on English seeds otherwise learns "English", not "Q&A".
 - **Seeds dressed as pages.** Each seed is set inside the head and tail of a random crawled page,
   so page furniture occurs in both classes and only the content can tell them apart. GSM8K's
   calculator annotations (`<<48/2=24>>`) and `####` answer marks, which no web page has, go.
@@ -105,7 +107,7 @@ def trusted_labels(labels: pl.DataFrame | None, alarm: str | None) -> tuple[list
     `labels`: domain, label, label_source, docs_seen, docs_recalled. Overrides are the user's word
     and always count. Returns notes saying what was used and what was skipped, and why."""
     if labels is None or labels.is_empty():
-        return [], [], {"domain_labels": "none (domain step disabled or nothing labelled)"}
+        return [], [], {"domain_labels_used": 0}  # domain step off, or nothing labelled yet
     labels = labels.filter(pl.col("label").is_in(["educational", "other"]))
     override = pl.col("label_source") == "override"
     if alarm:

@@ -36,7 +36,7 @@ from warehouse import Warehouse, content_hash, fingerprint, now_utc
 STAGE = "recall_train"
 CODE_VERSION = "2"
 POS, NEG = "__label__pos", "__label__neg"
-MAX_TRAIN_ATTEMPTS = 10
+MAX_TRAIN_ATTEMPTS = 6
 
 
 @dataclass(frozen=True)
@@ -208,18 +208,21 @@ def train_fasttext(texts: list[str], labels: list[int], params: TrainParams, wor
     tmp = workdir / f".train-{tag}-{os.getpid()}.txt"
     try:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        # fasttext-numpy2 0.10.4 now and then stops with "Encountered NaN" on small training sets,
-        # at random (any lr, dim or thread count; rarer with more buckets): the same call retried
-        # succeeds, so retry it rather than fail the run.
+        # fasttext-numpy2 0.10.4 stops with "Encountered NaN" now and then when small vectors share
+        # few n-gram buckets (dim 32 with 50k buckets: 4 trainings in 10; none at dim 64+ or with
+        # more buckets). Each retry doubles the buckets and moves the seed: fixed sequences, so a
+        # one-thread training stays reproducible.
         for attempt in range(MAX_TRAIN_ATTEMPTS):
             try:
                 model = fasttext.train_supervised(
                     str(tmp), dim=params.dim, epoch=params.epoch, lr=params.lr, wordNgrams=params.word_ngrams,
-                    minCount=params.min_count, bucket=bucket, thread=params.thread, seed=params.seed, verbose=0)
+                    minCount=params.min_count, bucket=bucket, thread=params.thread, seed=params.seed + attempt,
+                    verbose=0)
                 return model, {"bucket": bucket, "n_tokens": n_tokens, "attempts": attempt + 1}
             except RuntimeError as exc:
                 if "NaN" not in str(exc) or attempt == MAX_TRAIN_ATTEMPTS - 1:
                     raise
+                bucket = min(2 * bucket, 4_000_000) if bucket else 0
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -362,7 +365,8 @@ def train_round(wh: Warehouse, rnd: int, params: TrainParams, doc_fps: list[str]
         "round": rnd, "seeds": seeds or "default", "documents": doc_fps, "domains_fingerprint": domains_fp,
         "previous_scores_fingerprint": prev_scores_fp, "notes": examples.notes,
         "examples_by_origin": dict(zip(counts["origin"], counts["len"])), "retrain": retrain,
-        "bucket_used": facts["bucket"], "train_attempts": facts.get("attempts"), "train_tokens": facts["n_tokens"],
+        "bucket_used": facts["bucket"], "train_attempts": facts.get("attempts"),
+        "train_tokens": facts["n_tokens"],
     }
     # stored relative to the warehouse root, so a copied or moved warehouse keeps working
     row = dict(round=rnd, line_key=line, train_key=key, model_path=model_path.relative_to(wh.root).as_posix(),

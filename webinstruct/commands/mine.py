@@ -8,7 +8,7 @@ from rich.console import Console
 
 from webinstruct.options import BaseUrlOption, ConcurrencyOption, ModelOption, llm_session
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # ids and paths are never cut into lines
 
 
 def register(app: typer.Typer) -> None:

@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
         """Carry new crawl files through every stage: ingest -> recall -> extract -> refine -> curate -> export."""
         from webinstruct import cli
 
-        console = Console(stderr=True)
+        console = Console(stderr=True, soft_wrap=True)
         export_dir = export_dir or cli.warehouse().root / "export"
         start = time.perf_counter()
         _run_pipeline(console, paths, base_url, model, refine_model, max_docs, export_dir, recall={"retrain": retrain})
