@@ -41,12 +41,23 @@ class Examples:
     notes: dict = field(default_factory=dict)
 
 
+def _scan(wh: Warehouse, doc_fps: list[str]) -> pl.LazyFrame:
+    return pl.concat([wh.scan("documents", fp) for fp in doc_fps]) if doc_fps else wh.scan("documents")
+
+
 def documents(wh: Warehouse, doc_fps: list[str], languages: tuple[str, ...] | None = None) -> pl.LazyFrame:
-    """Documents (doc_id, domain, text) in the recalled languages."""
-    lf = pl.concat([wh.scan("documents", fp) for fp in doc_fps]) if doc_fps else wh.scan("documents")
+    """Documents (doc_id, domain) in the recalled languages; texts are read for the chosen ones only."""
+    lf = _scan(wh, doc_fps)
     if languages:
         lf = lf.filter(pl.col("language").is_in(list(languages)))
-    return lf.select("doc_id", "domain", "text").unique("doc_id", keep="first")
+    return lf.select("doc_id", "domain").unique("doc_id", keep="first")
+
+
+def with_texts(wh: Warehouse, doc_fps: list[str], rows: pl.DataFrame) -> pl.DataFrame:
+    """`rows` (with doc_id) joined with their documents' text, in their order."""
+    texts = (_scan(wh, doc_fps).filter(pl.col("doc_id").is_in(rows["doc_id"].implode()))
+             .select("doc_id", "text").unique("doc_id", keep="first").collect())
+    return rows.join(texts, on="doc_id", how="left", maintain_order="left")
 
 
 def clean_seed(text: str) -> str:
@@ -165,9 +176,11 @@ def select(wh: Warehouse, rnd: int, params, doc_fps: list[str], seeds: list[str]
                       take(neg_pool.filter(pl.col("origin") == "random_doc"), n_neg, params.seed)]).head(n_neg)
     n_pos = max(1, math.ceil(params.pos_neg_ratio * n_neg))
     pos_pages = take(pos_pages, min(pos_pages.height, n_pos // 2), params.seed)  # seeds keep at least half
-    seed_rows = dress_seeds(take(seed_pool, n_pos - pos_pages.height, params.seed), docs["text"].to_list(),
-                            params.seed).select(pl.col("seed_id").alias("item_id"), pl.lit(None, pl.String).alias("domain"),
-                                                pl.lit("seed").alias("origin"), "text")
+    negs, pos_pages = with_texts(wh, doc_fps, negs), with_texts(wh, doc_fps, pos_pages)
+    frames = negs["text"].to_list() or pos_pages["text"].to_list()  # page furniture for the seeds
+    seed_rows = dress_seeds(take(seed_pool, n_pos - pos_pages.height, params.seed), frames, params.seed).select(
+        pl.col("seed_id").alias("item_id"), pl.lit(None, pl.String).alias("domain"), pl.lit("seed").alias("origin"),
+        "text")
     pos = pl.concat([pos_pages.select(pl.col("doc_id").alias("item_id"), "domain", "origin", "text"), seed_rows])
     negs = negs.select(pl.col("doc_id").alias("item_id"), "domain", "origin", "text")
     if negs.is_empty() or pos.is_empty():
