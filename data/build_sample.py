@@ -29,24 +29,15 @@ import hashlib
 import json
 import shutil
 import sys
-import uuid
-from io import BytesIO
 from pathlib import Path
 
-from warcio.statusandheaders import StatusAndHeaders
-from warcio.warcwriter import WARCWriter
+from warc_pages import read_back, write_warc
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "sample" / "crawl" / "forum_pages.warc.gz"
 LICENSE_DIR = HERE / "sample" / "licenses"
 
-WARC_DATE = "2024-06-01T00:00:00Z"
-HTTP_DATE = "Sat, 01 Jun 2024 00:00:00 GMT"
 SAMPLE_NAME = "webinstruct/data/sample/crawl/forum_pages.warc.gz"
-
-
-def record_id(key: str) -> str:
-    return f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, key)}>"
 
 
 def load_pages(src: Path) -> tuple[list[dict], list[str]]:
@@ -95,100 +86,27 @@ def load_pages(src: Path) -> tuple[list[dict], list[str]]:
     return unique, skipped
 
 
-def write_warc(pages: list[dict], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        writer = WARCWriter(fh, gzip=True, warc_version="1.0")
-
-        info = (
-            "software: webinstruct data/build_sample.py (warcio)\r\n"
-            "format: WARC File Format 1.0\r\n"
-            f"description: webinstruct bundled sample: {len(pages)} real forum / Q&A pages "
-            "saved by opendatalab/magic-html (benchmark/data/forum) and fhgr/harvest "
-            "(corpus/goldDocuments), both Apache-2.0. Third-party web content, "
-            "for tests and demos only. Dates are fixed, not crawl dates.\r\n"
-            f"isPartOf: {SAMPLE_NAME}\r\n"
-        ).encode("utf-8")
-        warcinfo_headers = StatusAndHeaders(
-            "",
-            [
-                ("WARC-Type", "warcinfo"),
-                ("WARC-Record-ID", record_id(SAMPLE_NAME)),
-                ("WARC-Filename", out.name),
-                ("WARC-Date", WARC_DATE),
-            ],
-            protocol="WARC/1.0",
-        )
-        rec = writer.create_warc_record(
-            "", "warcinfo", payload=BytesIO(info), length=len(info),
-            warc_headers=warcinfo_headers,
-        )
-        writer.write_record(rec)
-
-        for page in pages:
-            body: bytes = page["html"]
-            http_headers = StatusAndHeaders(
-                "200 OK",
-                [
-                    ("Date", HTTP_DATE),
-                    ("Content-Type", "text/html; charset=utf-8"),
-                    ("Content-Length", str(len(body))),
-                    ("Connection", "close"),
-                ],
-                protocol="HTTP/1.1",
-            )
-            rec = writer.create_warc_record(
-                page["url"],
-                "response",
-                payload=BytesIO(body),
-                length=len(body),
-                warc_headers_dict={
-                    "WARC-Type": "response",
-                    "WARC-Record-ID": record_id(page["url"]),
-                    "WARC-Target-URI": page["url"],
-                    "WARC-Date": WARC_DATE,
-                    "WARC-Warcinfo-ID": record_id(SAMPLE_NAME),
-                },
-                http_headers=http_headers,
-            )
-            writer.write_record(rec)
-    tmp.replace(out)
+def write_sample(pages: list[dict], out: Path) -> None:
+    info = (
+        "software: webinstruct data/build_sample.py (warcio)\r\n"
+        "format: WARC File Format 1.0\r\n"
+        f"description: webinstruct bundled sample: {len(pages)} real forum / Q&A pages "
+        "saved by opendatalab/magic-html (benchmark/data/forum) and fhgr/harvest "
+        "(corpus/goldDocuments), both Apache-2.0. Third-party web content, "
+        "for tests and demos only. Dates are fixed, not crawl dates.\r\n"
+        f"isPartOf: {SAMPLE_NAME}\r\n"
+    )
+    write_warc(pages, out, SAMPLE_NAME, info)
 
 
 def verify(out: Path, expected: int) -> int:
     """Read back with FastWARC; returns the number of pages with main text."""
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
-    from resiliparse.extract.html2text import extract_plain_text
-
-    n_info = n_resp = n_text = 0
-    empty: list[str] = []
-    # parse_http=False: FastWARC can only verify the block digest before the
-    # HTTP header block has been consumed, so parse it after verifying.
-    for rec in ArchiveIterator(open(out, "rb"), parse_http=False):
-        if rec.record_type == WarcRecordType.warcinfo:
-            n_info += 1
-        if not rec.verify_block_digest():
-            raise SystemExit(f"block digest mismatch: {rec.record_id}")
-        if rec.record_type != WarcRecordType.response:
-            continue
-        rec.parse_http()
-        if rec.http_headers.status_code != 200:
-            raise SystemExit(f"bad HTTP status: {rec.record_id}")
-        if not rec.verify_payload_digest():
-            raise SystemExit(f"payload digest mismatch: {rec.record_id}")
-        n_resp += 1
-        body = rec.reader.read()
-        text = extract_plain_text(body.decode("utf-8"), main_content=True)
-        if text.strip():
-            n_text += 1
-        else:
-            empty.append(rec.headers.get("WARC-Target-URI"))
-    if n_info != 1 or n_resp != expected:
-        raise SystemExit(f"read back {n_info} warcinfo / {n_resp} responses, expected 1 / {expected}")
+    n_info, urls, empty = read_back(out)
+    if n_info != 1 or len(urls) != expected:
+        raise SystemExit(f"read back {n_info} warcinfo / {len(urls)} responses, expected 1 / {expected}")
     for url in empty:
         print(f"  no main text: {url}")
-    return n_text
+    return len(urls) - len(empty)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     pages, skipped = load_pages(args.source)
     for s in skipped:
         print(f"skipped {s}")
-    write_warc(pages, args.out)
+    write_sample(pages, args.out)
 
     LICENSE_DIR.mkdir(parents=True, exist_ok=True)
     for sub in ("magic-html-forum", "harvest"):

@@ -32,25 +32,17 @@ import glob
 import hashlib
 import re
 import sys
-import uuid
-from io import BytesIO
 from pathlib import Path
 
-from warcio.statusandheaders import StatusAndHeaders
-from warcio.warcwriter import WARCWriter
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # data/: the shared WARC writer
+from warc_pages import read_back, write_warc  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "pages.warc.gz"
 LABELS = HERE / "labels.tsv"
 SAMPLE_GLOB = str(HERE.parent / "sample" / "crawl" / "*.warc*")
 
-WARC_DATE = "2024-06-01T00:00:00Z"
-HTTP_DATE = "Sat, 01 Jun 2024 00:00:00 GMT"
 SET_NAME = "webinstruct/data/eval/pages.warc.gz"
-
-
-def record_id(key: str) -> str:
-    return f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, key)}>"
 
 
 def read_tsv(path: Path) -> list[dict]:
@@ -88,62 +80,18 @@ def load_pages(src: Path) -> list[dict]:
     return pages
 
 
-def write_warc(pages: list[dict], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        writer = WARCWriter(fh, gzip=True, warc_version="1.0")
-        info = (
-            "software: webinstruct data/eval/build_eval.py (warcio)\r\n"
-            "format: WARC File Format 1.0\r\n"
-            f"description: webinstruct recall evaluation set: {len(pages)} real web pages, "
-            "hand-labelled edu_qa / other (see data/eval/labels.tsv and README.md). "
-            "EVALUATION ONLY, never for training. Third-party web content from public "
-            "benchmark and test-fixture repositories, credited in data/eval/README.md. "
-            "Dates are fixed, not crawl dates.\r\n"
-            f"isPartOf: {SET_NAME}\r\n"
-        ).encode("utf-8")
-        warcinfo_headers = StatusAndHeaders(
-            "",
-            [
-                ("WARC-Type", "warcinfo"),
-                ("WARC-Record-ID", record_id(SET_NAME)),
-                ("WARC-Filename", out.name),
-                ("WARC-Date", WARC_DATE),
-            ],
-            protocol="WARC/1.0",
-        )
-        writer.write_record(writer.create_warc_record(
-            "", "warcinfo", payload=BytesIO(info), length=len(info),
-            warc_headers=warcinfo_headers,
-        ))
-        for page in pages:
-            body: bytes = page["html"]
-            http_headers = StatusAndHeaders(
-                "200 OK",
-                [
-                    ("Date", HTTP_DATE),
-                    ("Content-Type", "text/html; charset=utf-8"),
-                    ("Content-Length", str(len(body))),
-                    ("Connection", "close"),
-                ],
-                protocol="HTTP/1.1",
-            )
-            writer.write_record(writer.create_warc_record(
-                page["url"],
-                "response",
-                payload=BytesIO(body),
-                length=len(body),
-                warc_headers_dict={
-                    "WARC-Type": "response",
-                    "WARC-Record-ID": record_id(page["url"]),
-                    "WARC-Target-URI": page["url"],
-                    "WARC-Date": WARC_DATE,
-                    "WARC-Warcinfo-ID": record_id(SET_NAME),
-                },
-                http_headers=http_headers,
-            ))
-    tmp.replace(out)
+def write_set(pages: list[dict], out: Path) -> None:
+    info = (
+        "software: webinstruct data/eval/build_eval.py (warcio)\r\n"
+        "format: WARC File Format 1.0\r\n"
+        f"description: webinstruct recall evaluation set: {len(pages)} real web pages, "
+        "hand-labelled edu_qa / other (see data/eval/labels.tsv and README.md). "
+        "EVALUATION ONLY, never for training. Third-party web content from public "
+        "benchmark and test-fixture repositories, credited in data/eval/README.md. "
+        "Dates are fixed, not crawl dates.\r\n"
+        f"isPartOf: {SET_NAME}\r\n"
+    )
+    write_warc(pages, out, SET_NAME, info)
 
 
 def sample_urls() -> set[str]:
@@ -162,32 +110,8 @@ def sample_urls() -> set[str]:
 
 
 def verify(out: Path) -> None:
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
-    from resiliparse.extract.html2text import extract_plain_text
-
     label_urls = [row["url"] for row in read_tsv(LABELS)]
-    n_info = 0
-    urls: list[str] = []
-    empty: list[str] = []
-    with open(out, "rb") as fh:
-        # verify the block digest before parse_http(): FastWARC cannot afterwards
-        for rec in ArchiveIterator(fh, parse_http=False):
-            if rec.record_type == WarcRecordType.warcinfo:
-                n_info += 1
-            if not rec.verify_block_digest():
-                raise SystemExit(f"block digest mismatch: {rec.record_id}")
-            if rec.record_type != WarcRecordType.response:
-                continue
-            rec.parse_http()
-            if rec.http_headers.status_code != 200:
-                raise SystemExit(f"bad HTTP status: {rec.record_id}")
-            if not rec.verify_payload_digest():
-                raise SystemExit(f"payload digest mismatch: {rec.record_id}")
-            url = rec.headers.get("WARC-Target-URI")
-            urls.append(url)
-            text = extract_plain_text(rec.reader.read().decode("utf-8"), main_content=True)
-            if not text.strip():
-                empty.append(url)
+    n_info, urls, empty = read_back(out)
     if n_info != 1:
         raise SystemExit(f"expected one warcinfo record, read {n_info}")
     if urls != sorted(label_urls):
@@ -212,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     pages = load_pages(args.source)
-    write_warc(pages, args.out)
+    write_set(pages, args.out)
     digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes, {len(pages)} pages, sha256 {digest})")
     if not args.no_verify:
