@@ -46,8 +46,8 @@ def recall_rows(wh: Warehouse, pages: pl.DataFrame, set_id: str, version: str | 
     y = pages["label"].to_numpy()
     for m in recall_models(wh, version).iter_rows(named=True):
         settings = json.loads(m["params"])
-        s = page_scores(load_model(model_file(wh, m["model_path"])), pages["text"], pages["language"],
-                        settings.get("languages"), int(settings["max_chars"]))
+        s = page_scores(load_model(model_file(wh, m["model_path"])), pages, settings.get("languages"),
+                        int(settings["max_chars"]))
         metrics = page_metrics(y, s, float(m["threshold"]))
         out.append(dict(stage="recall", version=m["fingerprint"], round=m["round"], **metrics,
                         details=json.dumps({"kept_by_kind": _by_kind(pages, s >= m["threshold"]),

@@ -11,9 +11,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-GRID = np.round(np.arange(0.0, 1.0001, 0.01), 2)
-
-
 def roc_auc(y: np.ndarray, s: np.ndarray) -> float | None:
     """P(a random positive outscores a random negative), ties counting half (Mann-Whitney U)."""
     n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from tasks.recall_train import load_model, model_file, predict_pos
+from tasks.recall_train import load_model, model_file, predict_pos, scope_expr
 from tasks.text_norm import normalize_expr
 from warehouse import Warehouse, fingerprint
 
@@ -75,10 +75,8 @@ def _produce(path: Path, n: int, m: ScoringModel, out: queue.Queue, stop: thread
     One `collect` per slice reads just those rows and normalizes them in polars' threads with
     the GIL released, so this thread needs the GIL once per slice, not per step."""
     try:
-        scope = pl.col("text").fill_null("").str.strip_chars().str.len_chars() > 0
-        if m.languages:
-            scope = scope & pl.col("language").is_in(list(m.languages)).fill_null(False)
-        lf = pl.scan_parquet(path).select("doc_id", normalize_expr("text", m.max_chars), scope.alias("scope"))
+        lf = pl.scan_parquet(path).select("doc_id", normalize_expr("text", m.max_chars),
+                                          scope_expr(m.languages).alias("scope"))
         for off, size in _slices(n):
             if stop.is_set():
                 return

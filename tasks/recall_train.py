@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
@@ -183,19 +184,18 @@ def predict_pos(model, texts: list[str]) -> np.ndarray:
     return np.clip(np.where(is_pos, p, 1.0 - p), 0.0, 1.0).astype(np.float32)
 
 
-def in_scope(texts: pl.Series, langs: pl.Series | None, languages) -> np.ndarray:
-    """Which pages recall scores at all: non-empty, and in `languages` (when set)."""
-    ok = texts.fill_null("").str.strip_chars().str.len_chars() > 0
-    if languages and langs is not None:
-        ok = ok & langs.is_in(list(languages)).fill_null(False)
-    return ok.to_numpy()
+def scope_expr(languages) -> pl.Expr:
+    """Which pages recall scores at all (columns text, language): non-empty, in `languages` when set.
+    The scoring stage and the labelled-page evaluation both use it."""
+    ok = pl.col("text").fill_null("").str.strip_chars().str.len_chars() > 0
+    return ok & pl.col("language").is_in(list(languages)).fill_null(False) if languages else ok
 
 
-def page_scores(model, texts: pl.Series, langs: pl.Series | None, languages, max_chars: int) -> np.ndarray:
-    """Scores as the recall stage gives them: out-of-scope pages score 0 without being predicted."""
-    scope = in_scope(texts, langs, languages)
-    out = np.zeros(len(texts), dtype=np.float64)
-    out[scope] = predict_pos(model, normalize_texts(texts.filter(pl.Series(scope)), max_chars))
+def page_scores(model, pages: pl.DataFrame, languages, max_chars: int) -> np.ndarray:
+    """Scores of pages (text, language) as the recall stage gives them: out of scope = 0, not predicted."""
+    scope = pages.select(scope_expr(languages)).to_series()
+    out = np.zeros(pages.height, dtype=np.float64)
+    out[scope.to_numpy()] = predict_pos(model, normalize_texts(pages["text"].filter(scope), max_chars))
     return out
 
 
@@ -229,8 +229,6 @@ def train_fasttext(texts: list[str], labels: list[int], params: TrainParams, wor
 
 def _quick_scores(pos: list[str], neg: list[str], texts: list[str], params: TrainParams) -> np.ndarray:
     """Train a throwaway model and score `texts` with it (positive-unlabelled cleaning of negatives)."""
-    import tempfile
-
     norm = normalize_texts(pos + neg, params.max_chars)
     one_thread = replace(params, thread=1)  # deterministic: which pages are left out must not vary by run
     with tempfile.TemporaryDirectory(prefix="webinstruct-pu-") as tmp:
@@ -282,7 +280,7 @@ def labelled_scores(model_path: str, max_chars: int, languages, labels: str | No
     if labels is None and not shipped_available():
         return None
     pages, set_id = load_labelled(labels, warcs)
-    scores = page_scores(load_model(model_path), pages["text"], pages["language"], languages, max_chars)
+    scores = page_scores(load_model(model_path), pages, languages, max_chars)
     return pages["label"].to_numpy(), scores, set_id
 
 
