@@ -114,6 +114,24 @@ def publish_histogram(wh: Warehouse, scores_fp: str, rnd: int, threshold: float,
     publish_table(f"recall-r{rnd}-scores", table, f"round {rnd} score histogram (threshold {threshold:.2f})")
 
 
+def record_alarm(stage_row: dict, rnd: int, fp: str, alarm: str) -> None:
+    """Say where users look that the labeller looks degenerate: the run's log, the stage_runs row
+    (under params["alarm"]: the table has no column for warnings) and a markdown artifact."""
+    run_logger().warning("round %d: %s", rnd, alarm)
+    stage_row["params"] = json.dumps({**json.loads(stage_row["params"] or "{}"), "alarm": alarm},
+                                     default=str, sort_keys=True)  # saved when the stage ends
+    try:
+        from prefect.artifacts import create_markdown_artifact
+        from prefect.context import FlowRunContext
+
+        if FlowRunContext.get() is not None:
+            create_markdown_artifact(
+                key=f"domains-r{rnd}-alarm", description=f"round {rnd}: the domain labeller looks degenerate",
+                markdown=f"## Warning: domain labels of round {rnd} (version `{fp}`)\n\n{alarm}\n")
+    except Exception as exc:  # noqa: BLE001 - an artifact must never fail a stage
+        run_logger().warning("could not publish the labeller alarm artifact: %s", exc)
+
+
 def _domains_round(wh: Warehouse, rid: str, rnd: int, scores_fp: str, doc_fps: list[str], ds: DomainSettings,
                    overrides: dict[str, str], llm: LLMSettings) -> tuple[str, dict]:
     fp = dom.domains_fingerprint(rnd, scores_fp, doc_fps, min_domain_docs=ds.min_domain_docs, n_samples=N_SAMPLES,
@@ -146,10 +164,10 @@ def _domains_round(wh: Warehouse, rid: str, rnd: int, scores_fp: str, doc_fps: l
         if chunks:
             new = wh.scan("domains", fp).filter(pl.col("domain").is_in(todo["domain"].implode())).collect()
             sr.reasons = dict(new.group_by(pl.col("label") + " (" + pl.col("label_source") + ")").len().iter_rows())
-    rows = dom.latest_labels(wh, fp)
-    alarm = dom.labeller_alarm(rows)
-    if alarm:
-        run_logger().warning("round %d: %s", rnd, alarm)
+        rows = dom.latest_labels(wh, fp)
+        alarm = dom.labeller_alarm(rows)
+        if alarm:
+            record_alarm(sr.row, rnd, fp, alarm)
     summary = {
         "alarm": alarm,
         "domains": rows.height, "new_domains": todo.height,

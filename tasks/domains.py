@@ -12,11 +12,17 @@ A reply that does not parse becomes label `failed` with the reason; it never sto
 Every domain seen gets a row, so SQL can answer "why was this domain not labelled?". Labels
 accumulate: a later run adds rows only for new domains (and for undecided ones whose outcome
 changed), so a domain costs one LLM call per (prompt, model); the newest row of a domain wins.
+
+A labeller that gives (almost) every domain one label, no reasons or one parroted reason raises
+`labeller_alarm`: round 2 then trains on overrides only, and the run log, the stage_runs row,
+a Prefect artifact, the CLI and the HTML report say so.
 """
 from __future__ import annotations
 
 import csv
 import json
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -101,25 +107,61 @@ def latest_labels(wh: Warehouse, fp: str) -> pl.DataFrame:
             .unique("domain", keep="last", maintain_order=True).collect())
 
 
-def labeller_alarm(rows: pl.DataFrame, min_domains: int = 8) -> str | None:
-    """A labeller that gives every domain the same label, or no reasons, is not evidence: say so.
+# A labeller that judges tells domains apart and says why; these shares say it did not.
+ALARM_LABEL_SHARE = 0.95  # one label for at least this share of the domains
+ALARM_PARROT_SHARE = 0.90  # one reason (normalized) for at least this share
+MIN_REASON_WORDS = 3  # "one short sentence citing the evidence" has at least this many
 
-    `rows` are a version's latest labels; None when nothing looks wrong (or too few to judge)."""
+
+def _share(n: int, total: int) -> str:
+    """'all 59', or '57 of 59 (97%)' (never rounded up to 100% when it is not all)."""
+    return f"all {total}" if n == total else f"{n} of {total} ({min(99, round(100 * n / total))}%)"
+
+
+def normal_reason(reason: str | None, domain: str = "") -> str:
+    """A reason reduced to its words, without the domain's name: a template that only swaps the
+    site's name in ("example.com is educational") is one reason."""
+    text = (reason or "").lower()
+    name = domain.lower().split(".")[0]
+    text = text.replace(domain.lower(), " ") if domain else text
+    text = re.sub(rf"\b{re.escape(name)}\b", " ", text) if len(name) > 2 else text
+    return " ".join(re.findall(r"\w+", text))
+
+
+def _too_short(reason: str | None) -> bool:
+    # Under 3 words, unless long (a sentence in a script without spaces is one "word").
+    text = (reason or "").strip()
+    return len(text.split()) < MIN_REASON_WORDS and len(text) < 20
+
+
+def labeller_alarm(rows: pl.DataFrame, min_domains: int = 8) -> str | None:
+    """A labeller that gives (almost) every domain the same label, no reasons, or one reason for
+    all, is not evidence: say so.
+
+    `rows` are a version's latest labels; None when nothing looks wrong (or fewer than
+    `min_domains` LLM labels to judge). Pure: callers log it, record it and show it."""
     llm = rows.filter(pl.col("label_source") == "llm")
-    if llm.height < min_domains:
+    n = llm.height
+    if n < min_domains:
         return None
     problems = []
-    labels = llm["label"].unique().to_list()
-    if len(labels) == 1:
-        problems.append(f"all {llm.height} domains the LLM labelled are {labels[0]!r}")
-    empty = int((llm["reason"].fill_null("").str.strip_chars().str.len_chars() < 3).sum())
-    if empty * 2 >= llm.height:
-        problems.append(f"{empty} of {llm.height} reasons are empty")
+    label, top = llm["label"].value_counts(sort=True).row(0)
+    if top >= ALARM_LABEL_SHARE * n:
+        problems.append(f"{_share(top, n)} domains the LLM labelled are {label!r}")
+    reasons, domains = llm["reason"].to_list(), llm["domain"].to_list()
+    short = sum(map(_too_short, reasons))
+    if short * 2 >= n:
+        problems.append(f"{_share(short, n)} reasons are empty or shorter than {MIN_REASON_WORDS} words")
+    common = Counter(normal_reason(r, d) for r, d in zip(reasons, domains) if not _too_short(r)).most_common(1)
+    if common and common[0][1] >= ALARM_PARROT_SHARE * n:
+        text, same = common[0]
+        problems.append(f"{_share(same, n)} reasons are the same text ({text[:80]!r})")
     if not problems:
         return None
-    return ("degenerate domain labeller: " + "; ".join(problems) + ". Round 2 trains on these labels: check them "
-            "(webinstruct sql \"select domain, label, reason from domains\"), fix them with an overrides file, or "
-            "use a stronger model")
+    # No '.' before the end of the problems: round 2's note keeps the first sentence.
+    return ("degenerate domain labeller: " + "; ".join(problems) + ". A later recall round does not train on "
+            "these LLM labels (overrides still count). Check them (webinstruct sql \"select domain, label, reason "
+            "from domains\"), fix them with an overrides file, or use a stronger model")
 
 
 def pending_domains(stats: pl.DataFrame, prev: pl.DataFrame, *, min_domain_docs: int, overrides: dict[str, str],

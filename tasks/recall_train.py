@@ -35,7 +35,7 @@ from tasks.text_norm import DEFAULT_MAX_CHARS, NORM_VERSION, normalize_texts
 from warehouse import Warehouse, content_hash, fingerprint, now_utc
 
 STAGE = "recall_train"
-CODE_VERSION = "2"
+CODE_VERSION = "3"  # 3: round 2 ignores labels of a degenerate labeller (95% one label, parroted reasons)
 POS, NEG = "__label__pos", "__label__neg"
 MAX_TRAIN_ATTEMPTS = 6
 

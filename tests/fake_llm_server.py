@@ -10,7 +10,8 @@ garbled 200, answer 429 with Retry-After, or vanish entirely and come back on th
 
 By default every chat completion answers `{"echo": "<last user message>"}`. `plan` maps a
 last-user-message to the actions its successive arrivals get (then the default); `script`
-(a callable of the request JSON) decides for every request instead. `python -m
+(a callable of the request JSON) decides for every request instead; `responder=always({...})`
+gives every request one reply. `python -m
 tests.fake_llm_server --port P --latency-ms 50` runs one as a process (bench/llm_client.py).
 """
 from __future__ import annotations
@@ -65,6 +66,12 @@ def last_user(body: dict) -> str:
 
 def echo(body: dict) -> str:
     return json.dumps({"echo": last_user(body)})
+
+
+def always(reply: dict) -> Callable[[dict], str]:
+    """A responder that gives every request the same JSON reply (a model that stopped reading)."""
+    text = json.dumps(reply)
+    return lambda body: text
 
 
 class FakeLLMServer:

@@ -126,14 +126,25 @@ def test_a_degenerate_labeller_is_noticed():
 
     from tasks.domains import labeller_alarm
 
-    def rows(labels, reasons):
+    def rows(labels, reasons, source="llm"):
         return pl.DataFrame({"domain": [f"d{i}.org" for i in range(len(labels))], "label": labels,
-                             "reason": reasons, "label_source": ["llm"] * len(labels)})
+                             "reason": reasons, "label_source": [source] * len(labels)})
 
-    healthy = rows(["educational", "other"] * 5, ["worked solutions to exam problems"] * 10)
-    assert labeller_alarm(healthy) is None
-    same = labeller_alarm(rows(["educational"] * 10, ["looks educational"] * 10))
-    assert "all 10 domains the LLM labelled are 'educational'" in same
-    silent = labeller_alarm(rows(["educational", "other"] * 5, [""] * 6 + ["a reason"] * 4))
-    assert "6 of 10 reasons are empty" in silent
+    varied = [f"worked solutions to exam problem set {i}" for i in range(10)]
+    assert labeller_alarm(rows(["educational", "other"] * 5, varied)) is None
+    same = labeller_alarm(rows(["educational"] * 10, varied))
+    assert same.startswith("degenerate domain labeller: all 10 domains the LLM labelled are 'educational'. ")
+    # almost all: counted with the share; below 95% is a (skewed) judgement, not an alarm
+    most = labeller_alarm(rows(["educational"] * 57 + ["other"] * 2, [f"reason number {i}" for i in range(59)]))
+    assert "57 of 59 (97%) domains the LLM labelled are 'educational'" in most
+    assert labeller_alarm(rows(["educational"] * 18 + ["other"] * 2, varied * 2)) is None
+    silent = labeller_alarm(rows(["educational", "other"] * 5, [""] * 4 + ["edu site", None] + varied[:4]))
+    assert "6 of 10 (60%) reasons are empty or shorter than 3 words" in silent
+    # one sentence for every domain, or one template with the site's name swapped in: a parrot
+    parrot = labeller_alarm(rows(["educational", "other"] * 5, ["This site has lots of content."] * 9 + varied[:1]))
+    assert "9 of 10 (90%) reasons are the same text ('this site has lots of content')" in parrot
+    template = labeller_alarm(rows(["educational", "other"] * 5, [f"d{i}.org: a site with content" for i in range(10)]))
+    assert "all 10 reasons are the same text ('a site with content')" in template
     assert labeller_alarm(rows(["educational"] * 3, [""] * 3)) is None  # too few to judge
+    assert labeller_alarm(rows(["other"] * 10, [""] * 10, source="override")) is None  # the user's word
+    assert "." not in silent.split(". ")[0]  # round 2's note keeps the first sentence whole

@@ -43,6 +43,7 @@ th{background:#f3f5f8} td.n{text-align:right;font-variant-numeric:tabular-nums}
 td.reason{max-width:520px} .current{color:#2e7d32;font-weight:600}
 .legend span{display:inline-block;margin-right:14px} .legend i{display:inline-block;width:11px;height:11px;
 margin-right:4px;vertical-align:-1px} code{font-size:12px} details summary{cursor:pointer;color:#4a78b5}
+.alarm{border:1px solid #ef8f00;border-left:6px solid #ef8f00;background:#fff4e0;padding:8px 12px;margin:10px 0}
 """
 
 
@@ -190,30 +191,9 @@ def section_quality(ctx: Ctx) -> str:
 
 
 def section_domains(ctx: Ctx) -> str:
-    d = ctx.wh.scan("domains").collect()
-    if d.is_empty():
-        return nodata()
-    if "labelled_at" in d.columns:  # rows accumulate run by run: a domain's newest row is its label
-        d = d.sort("labelled_at", nulls_last=False).unique(["round", "domain"], keep="last", maintain_order=True)
-    rnd = d["round"].max()
-    counts = d.group_by("round", "label").len().sort("round", "label")
-    summary = "; ".join(
-        f"round {r}: " + ", ".join(f"{n:,} {lab}" for lab, n in zip(g["label"], g["len"]))
-        for (r,), g in counts.group_by("round", maintain_order=True))
-    top = (d.filter(pl.col("round") == rnd)
-           .sort(["docs_recalled", "mean_score", "domain"], descending=[True, True, False], nulls_last=True)
-           .head(TOP_DOMAINS))
-    bars = [svg.bar(r["domain"], r["docs_recalled"] or 0, LABEL_COLORS.get(r["label"], BLUE),
-                    title=f"{r['domain']}: {r['docs_recalled']} recalled of {r['docs_seen']} seen, {r['label']}",
-                    note=f"{r['docs_recalled'] or 0:,} / {r['docs_seen'] or 0:,} · {r['label']}")
-            for r in top.iter_rows(named=True)]
-    rows = [[r["domain"], r["docs_seen"], r["docs_recalled"], r["mean_score"], r["label"], r["label_source"],
-             r["reason"] or ""] for r in top.iter_rows(named=True)]
-    return (f'<p class="muted">Top {top.height} domains of round {rnd} by recalled documents '
-            f"(recalled / seen). Labels per round: {escape(summary)}.</p>" + legend(LABEL_COLORS)
-            + svg.hbars(bars, title=f"Top domains by recalled documents, round {rnd}", note_width=190)
-            + table(["domain", "seen", "recalled", "mean score", "label", "source", "reason"], rows,
-                    numeric={1, 2, 3}, classes={6: "reason"}))
+    from webinstruct.report_domains import section_domains as domains  # it imports this module's helpers
+
+    return domains(ctx)
 
 
 def short_reason(col: str = "error") -> pl.Expr:
