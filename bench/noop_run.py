@@ -49,7 +49,7 @@ def main() -> None:
         crawl.mkdir()
         for name in FILES:
             shutil.copy(ROOT / "data" / "sample" / "crawl" / name, crawl / name)
-        with EmbeddedServer(n_parallel=2, n_ctx_per_slot=4096, threads=1) as llm_server:
+        with EmbeddedServer(n_parallel=2, n_ctx_per_slot=4096, threads=1, model_name="SmolLM2-135M-Instruct") as llm_server:
             llm = llm_server.settings.model_copy(update={"max_tokens": 64, "repair_retry": False})
             kwargs = dict(source=CrawlSource(paths=[str(crawl)]), data_dir=str(tmp / "wh"), llm=llm,
                           extract=ExtractSettings(chunk_chars=500, overlap_chars=100, max_chunks=1))

@@ -37,8 +37,9 @@ def decontaminate_task(data_dir: str, params: decon.DecontamParams, out_fp: str,
 
 @task(name="dataset-shard", retries=1, retry_delay_seconds=2)
 def dataset_task(data_dir: str, out_fp: str, refined_fp: str, shard: str, dedup_fp: str, decon_fp: str,
-                 doc_fps: list[str]) -> dict:
-    res = export_mod.build_dataset_shard(Warehouse(data_dir), out_fp, refined_fp, shard, dedup_fp, decon_fp, doc_fps)
+                 doc_fps: list[str], params: export_mod.DatasetParams, refined_fps: list[str]) -> dict:
+    res = export_mod.build_dataset_shard(Warehouse(data_dir), out_fp, refined_fp, shard, dedup_fp, decon_fp, doc_fps,
+                                         params=params, refined_fps=refined_fps)
     progress("dataset", 1)
     return res
 
@@ -55,15 +56,18 @@ def curate_flow(
     root = str(wh.root)
     refined_fps = wh.current_fingerprints("qa_refined")
     doc_fps = wh.current_fingerprints("documents")
+    keep_unrefined = curate.unrefined_pairs == "keep"
     dp = dedup.DedupParams(fields=curate.dedup_fields, shingle_size=curate.shingle_size, num_perm=curate.num_perm,
-                           bands=curate.bands, threshold=curate.dedup_threshold, per_model=curate.per_model)
+                           bands=curate.bands, threshold=curate.dedup_threshold, per_model=curate.per_model,
+                           keep_unrefined=keep_unrefined)
     benchmarks = curate.benchmark_specs()
     cp = decon.DecontamParams(benchmarks=tuple(benchmarks) if benchmarks else None,
-                              documents=curate.decontaminate_documents)
+                              documents=curate.decontaminate_documents, keep_unrefined=keep_unrefined)
+    xp = export_mod.DatasetParams(keep_unrefined=keep_unrefined, min_answer_agreement=curate.min_answer_agreement)
     decon_docs = doc_fps if curate.decontaminate_documents else []
     decon_up = refined_fps + decon_docs
     dedup_fp, decon_fp = dp.fingerprint(refined_fps), cp.fingerprint(decon_up)
-    data_fp = export_mod.dataset_fingerprint(dedup_fp, decon_fp, refined_fps, doc_fps)
+    data_fp = export_mod.dataset_fingerprint(dedup_fp, decon_fp, refined_fps, doc_fps, xp)
     summary: dict = {"dedup_fingerprint": dedup_fp, "decontaminate_fingerprint": decon_fp,
                      "dataset_fingerprint": data_fp}
     n_refined = sum(len(wh.shard_ids("qa_refined", fp)) for fp in refined_fps)
@@ -101,16 +105,22 @@ def curate_flow(
                 sr.reasons = {"contaminated pairs": summary["contaminated_pairs"],
                               "contaminated pages": summary["contaminated_documents"]}
 
-        with stage(wh, run_id=rid, name=export_mod.STAGE, fingerprint=data_fp, outputs=["dataset"], params={},
-                   upstream=[dedup_fp, decon_fp, *refined_fps, *doc_fps], code_version=export_mod.CODE_VERSION) as sr:
+        with stage(wh, run_id=rid, name=export_mod.STAGE, fingerprint=data_fp, outputs=["dataset"],
+                   params=xp.settings(), upstream=[dedup_fp, decon_fp, *refined_fps, *doc_fps],
+                   code_version=export_mod.CODE_VERSION) as sr:
             done = set(wh.shard_ids("dataset", data_fp))
             todo = [(fp, s) for fp in refined_fps for s in wh.shard_ids("qa_refined", fp)
                     if dedup.shard_name(fp, s) not in done]
             progress("dataset", 0, len(todo))
-            res = run_shards(dataset_task, [(root, data_fp, fp, s, dedup_fp, decon_fp, doc_fps) for fp, s in todo],
-                             "dataset")
+            res = run_shards(dataset_task, [(root, data_fp, fp, s, dedup_fp, decon_fp, doc_fps, xp, refined_fps)
+                                            for fp, s in todo], "dataset")
             sr.add(**counts(todo, n_refined, res, "rows_out"))
-            summary["new_rows"] = total(res, "rows_out")
+            summary.update(new_rows=total(res, "rows_out"), refiners_disagree=total(res, "disagreement"),
+                           unrefined_rows=total(res, "unrefined"))
+            if res:
+                sr.reasons = {"kept": total(res, "rows_out"), "refiners disagree": total(res, "disagreement"),
+                              "duplicate or contaminated": total(res, "rows_in") - total(res, "rows_out")
+                              - total(res, "disagreement")}
         if export.dir:
             summary["export"] = export_mod.export_dataset(wh, export.dir, export.format)
             run_logger().info("exported %d rows to %s", summary["export"]["rows"], summary["export"]["out_dir"])

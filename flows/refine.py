@@ -85,11 +85,11 @@ def refine_flow(
                 sr.add(shards_total=len(shards), shards_done=len(todo), shards_skipped=len(shards) - len(todo),
                        rows_in=n_pairs, rows_out=total(res, "pairs"))
                 if res:
-                    sr.reasons = {"ok": total(res, "ok"), "failed": total(res, "failed")}
+                    sr.reasons = {k: total(res, k) for k in ("ok", "unrefined", "failed")}
             summary["refine"].append({
                 "fingerprint": fp, "model": settings.model, "temperature": settings.temperature,
                 "shards_done": len(todo), "calls": total(res, "calls"), "cached": total(res, "cached"),
-                "ok": total(res, "ok"), "failed": total(res, "failed")})
+                "ok": total(res, "ok"), "unrefined": total(res, "unrefined"), "failed": total(res, "failed")})
         if downstream:
             from flows.curate import curate_flow
 

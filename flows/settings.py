@@ -68,7 +68,8 @@ class ExtractSettings(_Form):
         "Pages to extract this run, highest recall score first; the rest stay pending for the next run"))
     chunk_chars: int = Field(4000, ge=200, description="Characters per chunk of a cleaned page")
     overlap_chars: int = Field(300, ge=0, description="Characters two consecutive chunks share")
-    max_chunks: int = Field(6, ge=1, description="Chunks sent per page at most")
+    max_chunks: int = Field(6, ge=1, description=(
+        "Chunks sent per page at most: those with the most question-and-answer signs, in page order"))
     min_grounding: float = Field(0.5, ge=0, le=1, description="Share of a question's words that must be on the page")
     recall_version: Optional[str] = Field(None, description="A recall_scores version (or model fingerprint); empty = the newest round")
 
@@ -95,6 +96,10 @@ class CurateSettings(_Form):
     benchmarks: Optional[list[BenchmarkName]] = Field(None, description="Bundled benchmarks to decontaminate against; empty = all")
     extra_benchmarks: list[str] = Field(default_factory=list, description="Your own benchmark files as [name=]path:field")
     decontaminate_documents: bool = Field(False, description="Also drop every pair of a page that contains benchmark text")
+    unrefined_pairs: Literal["keep", "drop"] = Field("keep", description=(
+        "Pairs whose refinement failed verification: keep the extracted pair (marked refined=false) or leave them out"))
+    min_answer_agreement: Optional[float] = Field(1.0, ge=0, le=1, description=(
+        "With two or more refiners: leave out pairs whose refiners' final answers agree less than this (empty: keep all)"))
 
     def benchmark_specs(self) -> Optional[list[str]]:
         if not self.benchmarks and not self.extra_benchmarks:

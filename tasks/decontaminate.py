@@ -29,6 +29,7 @@ import polars as pl
 
 from tasks.benchmarks import (NORM_VERSION, BenchmarkIndex, build_index, flat_tokens, ngram_hashes,
                               ngram_text, resolve_sources, sources_fingerprint)
+from tasks.refine_verify import usable
 from warehouse import Warehouse, fingerprint
 
 STAGE = "decontaminate"
@@ -42,12 +43,14 @@ class DecontamParams:
     n: int = 10
     min_tokens: int = 3
     documents: bool = False  # also check whole pages (level='document')
+    keep_unrefined: bool = True  # also check pairs whose refinement failed verification (they may be kept)
 
     def sources(self):
         return resolve_sources(list(self.benchmarks) if self.benchmarks else None)
 
     def settings(self) -> dict:
         return {"n": self.n, "min_tokens": self.min_tokens, "documents": self.documents,
+                "unrefined_pairs": "keep" if self.keep_unrefined else "drop",
                 "normalization": NORM_VERSION, "benchmarks": sources_fingerprint(self.sources())}
 
     def fingerprint(self, upstream: list[str]) -> str:
@@ -144,7 +147,7 @@ def decontaminate_shard(wh: Warehouse, params: DecontamParams, out_fp: str, kind
     """Check one qa_refined (kind='pair') or documents (kind='document') shard; write its output shard."""
     index = get_index(params)
     if kind == "pair":
-        rows = wh.read_shard("qa_refined", fp, shard).filter(pl.col("status") == "ok")
+        rows = wh.read_shard("qa_refined", fp, shard).filter(usable(params.keep_unrefined))
         found = contaminated_pairs(index, rows)
         name = pair_shard(fp, shard)
     else:

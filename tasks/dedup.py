@@ -38,6 +38,7 @@ import pyarrow as pa
 import rensa
 
 from tasks.benchmarks import NORM_VERSION, _MUL, _mix, flat_tokens, ngram_hashes
+from tasks.refine_verify import usable
 from warehouse import Warehouse, fingerprint
 
 STAGE = "dedup"
@@ -58,6 +59,8 @@ class DedupParams:
     # False: a question refined by two models is one question (the shorter answer is dropped).
     # True: each refiner version is deduplicated on its own (keeps the paper's two-model diversity).
     per_model: bool = False
+    # Also the extracted pairs standing in for refinements that failed verification (status unrefined).
+    keep_unrefined: bool = True
 
     def __post_init__(self):
         if self.fields not in ("question", "question+answer"):
@@ -341,7 +344,7 @@ def dedup_batch(wh: Warehouse, p: DedupParams, out_fp: str, shards: list[tuple[s
               for fp, s in shards]
     rows = pl.concat(frames) if frames else wh.spec("qa_refined").empty().with_columns(
         _shard=pl.lit(""), fingerprint=pl.lit(""))
-    pairs = rows.filter(pl.col("status") == "ok")
+    pairs = rows.filter(usable(p.keep_unrefined))
     dup, index = dedup_frame(pairs, p, _index_files(wh, out_fp))
     dup = dup.join(pairs.select("refined_id", "_shard"), on="refined_id", how="left")
     index = index.join(pairs.select("refined_id", "_shard"), on="refined_id", how="left")

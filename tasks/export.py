@@ -1,10 +1,13 @@
 """Stage `export`: the `dataset` table, the funnel, and a Hugging Face `datasets` directory.
 
-`dataset` = refined pairs with status ok, minus pairs dropped by dedup, minus pairs (or pairs of
-pages, level='document') found in `qa_contamination`; with lineage: refined_id, qa_id, doc_id,
-url, domain, crawl, refiner model and prompt fingerprint. One dataset shard per qa_refined shard
-(dedup and decontamination write one shard per qa_refined shard too), so a new crawl segment
-only adds shards.
+`dataset` = refined pairs with status ok (plus, with `keep_unrefined`, the extracted pairs that
+stand in for refinements which failed verification: `refined` = false), minus pairs dropped by
+dedup, minus pairs (or pairs of pages, level='document') found in `qa_contamination`, minus pairs
+whose refiners disagree on the final answer (`answer_agreement` below `min_answer_agreement`;
+agreement is measured across every current refiner version of the same shard); with lineage:
+refined_id, qa_id, doc_id, url, domain, crawl, refiner model and prompt fingerprint. One dataset
+shard per qa_refined shard (dedup and decontamination write one shard per qa_refined shard too),
+so a new crawl segment only adds shards.
 
 `export_dataset` writes `OUT/data/train-0000x-of-0000n.parquet|jsonl` plus `OUT/README.md` (a
 dataset card with the funnel, crawl sources, models, prompt fingerprints, dedup and
@@ -15,18 +18,31 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from tasks.refine_verify import answer_agreement, usable
 from warehouse import Warehouse, fingerprint, now_utc
 
 STAGE = "export"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: columns refined and answer_agreement; unrefined stand-ins; agreement filter
 
 
-def dataset_fingerprint(dedup_fp: str, decon_fp: str, refined_fps: list[str], doc_fps: list[str]) -> str:
-    return fingerprint(STAGE, params={}, code_version=CODE_VERSION,
+@dataclass(frozen=True)
+class DatasetParams:
+    keep_unrefined: bool = True  # keep the extracted pair when its refinement failed verification
+    min_answer_agreement: float | None = 1.0  # None: keep pairs whatever their refiners' agreement
+
+    def settings(self) -> dict:
+        return {"unrefined_pairs": "keep" if self.keep_unrefined else "drop",
+                "min_answer_agreement": self.min_answer_agreement}
+
+
+def dataset_fingerprint(dedup_fp: str, decon_fp: str, refined_fps: list[str], doc_fps: list[str],
+                        params: DatasetParams = DatasetParams()) -> str:
+    return fingerprint(STAGE, params=params.settings(), code_version=CODE_VERSION,
                        upstream=[dedup_fp, decon_fp, *refined_fps, *doc_fps])
 
 
@@ -39,24 +55,46 @@ def contaminated_documents(wh: Warehouse, decon_fp: str) -> pl.DataFrame:
 
 
 def build_dataset_shard(wh: Warehouse, out_fp: str, refined_fp: str, shard: str, dedup_fp: str,
-                        decon_fp: str, doc_fps: list[str], bad_docs: pl.DataFrame | None = None) -> dict:
-    """Write the dataset shard of one qa_refined shard (needs its dedup and decontamination shards)."""
+                        decon_fp: str, doc_fps: list[str], bad_docs: pl.DataFrame | None = None,
+                        params: DatasetParams = DatasetParams(), refined_fps: list[str] | None = None) -> dict:
+    """Write the dataset shard of one qa_refined shard (needs its dedup and decontamination shards).
+
+    `refined_fps`: the refiner versions whose same shard the answer agreement is measured over
+    (default: this version alone, so agreement is null)."""
     from tasks.decontaminate import pair_shard
     from tasks.dedup import shard_name
 
-    refined = wh.read_shard("qa_refined", refined_fp, shard).filter(pl.col("status") == "ok")
+    refined = wh.read_shard("qa_refined", refined_fp, shard).filter(usable(params.keep_unrefined))
     dropped = wh.read_shard("qa_duplicates", dedup_fp, shard_name(refined_fp, shard)).filter(~pl.col("kept"))
     dirty = wh.read_shard("qa_contamination", decon_fp, pair_shard(refined_fp, shard))
     bad_docs = contaminated_documents(wh, decon_fp) if bad_docs is None else bad_docs
     clean = (refined.join(dropped.select("refined_id"), on="refined_id", how="anti")
              .join(dirty.select(pl.col("id").alias("refined_id")).unique(), on="refined_id", how="anti")
-             .join(bad_docs, on="doc_id", how="anti"))
+             .join(bad_docs, on="doc_id", how="anti")
+             .join(shard_agreement(wh, refined_fps or [refined_fp], shard, params), on="refined_id", how="left"))
+    agrees = pl.lit(True) if params.min_answer_agreement is None else (
+        pl.col("answer_agreement").is_null() | (pl.col("answer_agreement") >= params.min_answer_agreement))
+    disagreeing = clean.filter(~agrees).height
+    clean = clean.filter(agrees)
     docs = _documents(wh, doc_fps, clean["doc_id"].unique())
     rows = clean.join(docs, on="doc_id", how="left").select(
         "refined_id", "question", "answer", "qa_id", "doc_id", "url", "domain",
-        pl.col("model").alias("refiner_model"), "prompt_fingerprint", "crawl")
+        pl.col("model").alias("refiner_model"), "prompt_fingerprint", "crawl",
+        (pl.col("status") == "ok").alias("refined"), "answer_agreement")
     wh.write_shard("dataset", out_fp, shard_name(refined_fp, shard), rows)
-    return {"rows_in": refined.height, "rows_out": rows.height}
+    return {"rows_in": refined.height, "rows_out": rows.height, "disagreement": disagreeing,
+            "unrefined": int((~rows["refined"]).sum())}
+
+
+def shard_agreement(wh: Warehouse, refined_fps: list[str], shard: str, params: DatasetParams) -> pl.DataFrame:
+    """refined_id -> answer_agreement over the refiner versions of one shard (they share the
+    qa_extracted shard ids, so a pair's every refinement is in the same-named shard)."""
+    frames = [wh.read_shard("qa_refined", fp, shard).filter(usable(params.keep_unrefined))
+              .select("qa_id", "refined_id", "answer")
+              for fp in dict.fromkeys(refined_fps) if wh.has_shard("qa_refined", fp, shard)]
+    if not frames:
+        return pl.DataFrame(schema={"refined_id": pl.String, "answer_agreement": pl.Float64})
+    return answer_agreement(pl.concat(frames))
 
 
 def _documents(wh: Warehouse, doc_fps: list[str], doc_ids: pl.Series) -> pl.DataFrame:
@@ -145,12 +183,14 @@ def dataset_card(wh: Warehouse, df: pl.DataFrame, fmt: str) -> str:
         pl.len().alias("files"), pl.col("docs_kept").sum().alias("documents")).sort("crawl").collect()
     # Every model that ran is listed, also one whose pairs were all rejected or failed.
     ok_pairs = [pl.len().alias("rows"), (pl.col("status") == "ok").sum().alias("pairs")]
-    models = wh.scan("qa_refined").group_by("model", "prompt_fingerprint").agg(ok_pairs).sort("model").collect()
+    unrefined = [*ok_pairs, (pl.col("status") == "unrefined").sum().alias("unrefined")]
+    models = wh.scan("qa_refined").group_by("model", "prompt_fingerprint").agg(unrefined).sort("model").collect()
     extract = wh.scan("qa_extracted").group_by("model", "prompt_fingerprint").agg(ok_pairs).sort("model").collect()
     contam = wh.scan("qa_contamination").group_by("level", "benchmark").agg(
         pl.col("id").n_unique().alias("items_removed")).sort("level", "benchmark").collect()
     dedup = _stage_settings(wh, "qa_duplicates")
     decon = _stage_settings(wh, "qa_contamination")
+    checks = _stage_settings(wh, "dataset")
 
     def table(frame: pl.DataFrame) -> str:
         if frame.is_empty():
@@ -173,8 +213,11 @@ Instruction pairs (question -> worked answer) harvested from web crawls with the
 recall (fastText) -> extract (LLM) -> refine (LLMs) -> dedup -> decontaminate. Exported
 {now_utc().isoformat(timespec="seconds")} from warehouse `{wh.root}`: {df.height} rows.
 
-Columns: question, answer; lineage: refined_id, qa_id, doc_id, url, domain, crawl,
-refiner_model, prompt_fingerprint. Each row can be traced back in the warehouse with SQL.
+Columns: question, answer; refined (false: the refinement failed verification and the pair is
+the one extracted from the page), answer_agreement (share of the pair's refiners reaching the same
+final answer; empty with fewer than two checkable refiners); lineage: refined_id, qa_id, doc_id,
+url, domain, crawl, refiner_model, prompt_fingerprint. Each row can be traced back in the warehouse
+with SQL.
 
 ## Funnel (rows per stage)
 {table(fun)}
@@ -184,9 +227,12 @@ refiner_model, prompt_fingerprint. Each row can be traced back in the warehouse 
 Extraction:
 
 {table(extract)}
-Refinement:
+Refinement (`unrefined`: replies that failed verification against the extracted pair, such as a
+question turned into a statement or a final answer changed without a reason):
 
 {table(models)}
+Dataset filters: `{json.dumps(checks, sort_keys=True)}`.
+
 ## Deduplication
 Exact (normalized text) and near-duplicate (MinHash + LSH, rensa) over the pairs, across every
 run; settings: `{json.dumps(dedup, sort_keys=True)}`.

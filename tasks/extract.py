@@ -10,13 +10,20 @@ Every chunk leaves at least one row, so one query explains each document's fate:
     ok        a pair found on the page
     no_pairs  the model found none (or the page was empty after cleaning: see `error`)
     failed    the call failed or its reply did not validate (`error` says why)
-    rejected  a pair the model returned that is not on the page (`grounding` below the
-              threshold: a copied few-shot example or an invented question) or a duplicate
-              of a pair found in an overlapping chunk
+    rejected  a pair the model returned that is not on the page (`grounding`, the lower of the
+              question's and the answer's share of words found in the chunk, below the
+              threshold: an invented question or answer), a copy of one of the prompt's
+              few-shot examples, or a question already taken from this page (`error` says
+              whether the model repeated itself, two chunks overlap, or the page asks it twice)
+A long page is cut into chunks and only the `max_chunks` with the most question-and-answer
+signs are sent (tasks/page_clean.select_chunks), so the model sees exercises and replies rather
+than the start of the page. A reply cut off at `max_tokens` keeps the complete pairs before the
+cut (the client salvages them; the call's finish_reason says `length`).
 One output shard per input `documents` shard, named like it; a shard already written is skipped.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -31,7 +38,7 @@ from warehouse import Warehouse, content_hash, fingerprint
 from warehouse.schemas import TABLES
 
 STAGE = "extract"
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 MAX_PAIRS_PER_CHUNK = 8  # bounds the reply; a chunk of a few thousand characters rarely holds more
 
 
@@ -43,6 +50,23 @@ class QAPair(pydantic.BaseModel):
 
 class ExtractReply(pydantic.BaseModel):
     pairs: list[QAPair] = pydantic.Field(default_factory=list, max_length=MAX_PAIRS_PER_CHUNK)
+
+    @classmethod
+    def from_truncated(cls, raw: str) -> "ExtractReply | None":
+        """The complete pairs of a reply cut off at max_tokens (None when not even one is whole)."""
+        start = raw.find("[", raw.find('"pairs"'))
+        if start < 0:
+            return None
+        decoder, pairs, pos = json.JSONDecoder(), [], start + 1
+        while len(pairs) < MAX_PAIRS_PER_CHUNK:
+            while pos < len(raw) and raw[pos] in " \t\r\n,":
+                pos += 1
+            try:
+                obj, pos = decoder.raw_decode(raw, pos)
+                pairs.append(QAPair.model_validate(obj))
+            except (ValueError, pydantic.ValidationError):
+                break  # the cut (or garbage) starts here
+        return cls(pairs=pairs) if pairs else None
 
 
 # ---- prompt files -----------------------------------------------------------------------------
@@ -72,6 +96,17 @@ class ChatPrompt:
     @property
     def fingerprint(self) -> str:
         return content_hash(self.text)
+
+    def example_questions(self) -> frozenset[str]:
+        """Normalized questions of the few-shot replies: a pair that repeats one is copied, not found."""
+        out = set()
+        for role, body in self.prefix:
+            if role == "assistant":
+                try:
+                    out |= {_norm(p.get("question", "")) for p in json.loads(body).get("pairs", [])}
+                except (ValueError, AttributeError):
+                    continue  # a user's prompt may show other reply shapes
+        return frozenset(out - {""})
 
     def render(self, **fields: str) -> list[dict[str, str]]:
         body = self.template
@@ -201,9 +236,28 @@ def qa_id(doc_id: str, chunk: int, index: int | None) -> str:
     return content_hash(f"{doc_id}#{chunk}#{'-' if index is None else index}")
 
 
+def reply_budget(chunk: str, max_tokens: int) -> int:
+    """max_tokens for one chunk: a reply copies at most the chunk (~3 characters per token for
+    prose, code and maths) plus its JSON; asking for more only lets a looping model run on."""
+    return max(64, min(max_tokens, len(chunk) // 3 + 96))
+
+
+def _duplicate_reason(first: tuple[str, int, str], chunk: int, question: str) -> str:
+    qa, first_chunk, first_text = first
+    if first_chunk == chunk:
+        return f"the model returned this question twice (first as {qa})"
+    if abs(first_chunk - chunk) == 1 and _norm(question)[:60] in _norm(first_text):
+        return f"found again where chunks {first_chunk} and {chunk} overlap (kept as {qa})"
+    return f"the page asks this question again (first in chunk {first_chunk}, kept as {qa})"
+
+
 def chunk_rows(doc_id: str, chunk: int, chunk_text: str, result: LLMResult, model: str, prompt_fp: str,
-               min_grounding: float, seen: dict[str, str]) -> list[dict]:
-    """The qa_extracted rows of one chunk's LLM result. `seen` (normalized pair -> qa_id) spans the doc."""
+               min_grounding: float, seen: dict[str, tuple[str, int, str]],
+               examples: frozenset[str] = frozenset()) -> list[dict]:
+    """The qa_extracted rows of one chunk's LLM result.
+
+    `seen` (normalized question -> (qa_id, chunk, chunk text)) spans the page: one question is
+    kept once per page. `examples` are the prompt's few-shot questions (normalized)."""
     base = dict(doc_id=doc_id, chunk=chunk, model=model, prompt_fingerprint=prompt_fp)
     if not result.ok or result.parsed is None:
         return [dict(base, qa_id=qa_id(doc_id, chunk, None), question=None, answer=None, grounding=None,
@@ -213,16 +267,21 @@ def chunk_rows(doc_id: str, chunk: int, chunk_text: str, result: LLMResult, mode
         q, a = pair.question.strip(), pair.answer.strip()
         if not q or not a:
             continue
-        g = round(grounding(q, chunk_text), 4)
-        key = _norm(q) + "\x00" + _norm(a)
-        row = dict(base, qa_id=qa_id(doc_id, chunk, i), question=q, answer=a, grounding=g,
-                   status="ok", error=None)
-        if g < min_grounding:
-            row.update(status="rejected", error=f"question not found on the page (grounding {g:.2f} < {min_grounding})")
+        gq, ga = grounding(q, chunk_text), grounding(a, chunk_text)
+        key = _norm(q)
+        row = dict(base, qa_id=qa_id(doc_id, chunk, i), question=q, answer=a, grounding=round(min(gq, ga), 4),
+                   status="rejected", error=None)
+        if key in examples:
+            row["error"] = "copies a few-shot example of the prompt, not the page"
+        elif gq < min_grounding:
+            row["error"] = f"question not found on the page (grounding {gq:.2f} < {min_grounding})"
+        elif ga < min_grounding:
+            row["error"] = f"answer not found on the page (grounding {ga:.2f} < {min_grounding})"
         elif key in seen:
-            row.update(status="rejected", error=f"duplicate of {seen[key]} (overlapping chunk)")
+            row["error"] = _duplicate_reason(seen[key], chunk, q)
         else:
-            seen[key] = row["qa_id"]
+            seen[key] = (row["qa_id"], chunk, chunk_text)
+            row["status"] = "ok"
         rows.append(row)
     if not rows:
         rows.append(dict(base, qa_id=qa_id(doc_id, chunk, None), question=None, answer=None, grounding=None,
@@ -243,16 +302,18 @@ def extract_pages(client: LLMClient, settings: LLMSettings, params: ExtractParam
             rows.append(dict(qa_id=qa_id(d["doc_id"], 0, None), doc_id=d["doc_id"], chunk=0, question=None,
                              answer=None, model=settings.model, prompt_fingerprint=prompt.fingerprint,
                              grounding=None, status="no_pairs", error=f"not sent: {reason}"))
-        for i, text in enumerate(chunks):
+        for i, text in chunks:
             chunks_of.append((d["doc_id"], i, text))
             requests.append(LLMRequest(
                 item_id=f"{d['doc_id']}#{i}", response_model=ExtractReply,
-                messages=prompt.render(title=d["title"] or "", url=d["url"] or "", text=text)))
+                messages=prompt.render(title=d["title"] or "", url=d["url"] or "", text=text),
+                max_tokens=reply_budget(text, settings.max_tokens)))
     results = client.run(requests, stage=stage, fingerprint=fp, shard=shard)
-    seen: dict[str, dict[str, str]] = {}
+    seen: dict[str, dict] = {}
+    examples = prompt.example_questions()
     for (doc_id, i, text), res in zip(chunks_of, results):
         rows += chunk_rows(doc_id, i, text, res, settings.model, prompt.fingerprint, params.min_grounding,
-                           seen.setdefault(doc_id, {}))
+                           seen.setdefault(doc_id, {}), examples)
     return pl.DataFrame(rows, schema=TABLES["qa_extracted"].schema), results
 
 

@@ -111,13 +111,41 @@ def request_key(settings: LLMSettings, req: LLMRequest) -> str:
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
+_BACKSLASHES = re.compile(r"(\\+)(u[0-9a-fA-F]{4}|[A-Za-z]+|.?)", re.S)
+# LaTeX commands that begin with a letter JSON reads as an escape (\b \f \n \r \t \u): a model that
+# writes `\frac` in a JSON string means the command, not a form feed followed by "rac".
+LATEX_COMMANDS = frozenset("""
+frac beta bar bf binom begin boxed big bigg bigl bigr bmod bot backslash bullet bigcup bigcap bigoplus
+fbox flat forall frak footnotesize theta tau tan tanh text textbf textit textrm tfrac times to top
+triangle tilde tiny therefore neq nabla nu newline not ni nmid nolimits noindent nexists notin nleq ngeq
+right rho rangle rightarrow rfloor rceil rm underline underbrace union uparrow upsilon
+""".split())
+
+
+def repair_escapes(raw: str) -> str:
+    r"""Double the backslash of LaTeX inside JSON strings: unknown escapes (`\(`, `\sqrt`) would not
+    parse, and known ones (`\frac`, `\times`) would parse into control characters."""
+    def fix(m: re.Match) -> str:
+        slashes, word = m.group(1), m.group(2)
+        if len(slashes) % 2 == 0:  # escaped backslashes only
+            return m.group(0)
+        if not word or word[0] in '"\\/':
+            return m.group(0)
+        if word[0] in "bfnrtu" and word not in LATEX_COMMANDS and (word[0] != "u" or len(word) == 5):
+            return m.group(0)  # a real escape: "\nThe answer", "\u00e9"
+        return slashes + "\\" + word
+    return _BACKSLASHES.sub(fix, raw) if "\\" in raw else raw
 
 
 def parse_reply(model: type[pydantic.BaseModel], raw: str | None,
                 finish_reason: str | None) -> tuple[pydantic.BaseModel | None, str | None]:
-    """Validate a completion; servers without constrained decoding may wrap JSON in fences."""
+    """Validate a completion; servers without constrained decoding may wrap JSON in fences.
+
+    A reply cut off at max_tokens is salvaged when the model knows how (`from_truncated`: the
+    complete items before the cut); the error then says what was kept."""
     if not raw or not raw.strip():
         return None, "empty completion"
+    raw = repair_escapes(raw)
     candidates = [raw]
     if m := _FENCE.match(raw):
         candidates.append(m.group(1))
@@ -129,6 +157,9 @@ def parse_reply(model: type[pydantic.BaseModel], raw: str | None,
             return model.model_validate_json(text), None
         except pydantic.ValidationError as exc:
             first_error = first_error or exc
+    salvage = getattr(model, "from_truncated", None)
+    if finish_reason == "length" and salvage is not None and (kept := salvage(raw)) is not None:
+        return kept, "truncated at max_tokens; kept the complete items before the cut"
     errs = first_error.errors(include_url=False, include_input=False)  # type: ignore[union-attr]
     detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in errs[:3])
     prefix = "truncated at max_tokens; " if finish_reason == "length" else ""
@@ -230,7 +261,7 @@ class LLMClient:
                 if results[i] is not None:
                     continue
                 hit = cache.get(keys[i]) if self.settings.use_cache else None
-                parsed = parse_reply(req.response_model, hit["raw"], None)[0] if hit else None
+                parsed = parse_reply(req.response_model, hit["raw"], hit["finish_reason"])[0] if hit else None
                 if parsed is not None:
                     finish(i, _Reply("ok", hit["raw"], None, hit["prompt_tokens"], hit["completion_tokens"],
                                      0, None, hit["finish_reason"]), True, False, parsed, 0.0)
@@ -261,8 +292,9 @@ class LLMClient:
         return name
 
     def _restore(self, req: LLMRequest, entry: dict) -> tuple[LLMResult, dict]:
-        parsed = parse_reply(req.response_model, entry["raw"], None)[0] if entry["status"] == "ok" else None
         row = dict(entry["row"])
+        parsed = (parse_reply(req.response_model, entry["raw"], row.get("finish_reason"))[0]
+                  if entry["status"] == "ok" else None)
         row["created_at"] = datetime.fromisoformat(row["created_at"])
         return LLMResult(req.item_id, entry["status"], parsed, entry["raw"], entry["error"],
                          entry["cached"], entry["attempts"]), row
@@ -313,7 +345,7 @@ class LLMClient:
             return reply, None, False
         parsed, error = parse_reply(req.response_model, reply.raw, reply.finish_reason)
         if parsed is not None:
-            return reply, parsed, False
+            return _with(reply, error=error), parsed, False  # error: a salvage note, if any
         # A reply cut off at max_tokens would be cut off again: asking for a repair only doubles the cost.
         if not self.settings.repair_retry or reply.finish_reason == "length":
             return _with(reply, status="parse_error", error=error), None, False

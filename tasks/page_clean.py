@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-CLEAN_VERSION = "1"  # bump when a rule changes: it is part of the extract fingerprint
+CLEAN_VERSION = "2"  # bump when a rule changes: it is part of the extract fingerprint
 
 # Words that make up navigation/action chrome; a short line made only of these is dropped.
 NAV_WORDS = frozenset("""
@@ -64,7 +64,7 @@ class CleanParams:
 
     chunk_chars: int = 4000  # fits SmolLM2's 4096-token slot with the few-shot prefix and the reply
     overlap_chars: int = 300  # context carried into the next chunk so a pair split at a cut survives
-    max_chunks: int = 6  # a page longer than this many chunks is cut (long threads are mostly chatter)
+    max_chunks: int = 6  # chunks sent per page at most: the ones with the most question-and-answer signs
     min_chars: int = 80  # a page shorter than this after cleaning is not sent to the LLM
     edge_min_chars: int = 20  # short leading/trailing lines without sentence punctuation are dropped
     max_line_repeats: int = 3  # a short line seen this often on one page is chrome
@@ -221,9 +221,38 @@ def _tail(lines: list[str], budget: int) -> list[str]:
     return tail
 
 
-def prepare_page(text: str, params: CleanParams = CleanParams()) -> tuple[list[str], str | None]:
-    """Cleaned chunks of one page, or ([], reason) when nothing is worth sending."""
+# Signs that a chunk holds a question and its answer (not only page chrome or prose).
+_ASKS = re.compile(r"[\w)\]$]\?\s*$|[\w)\]$]\?(?-i:\s+[A-Z(])|^\s*(exercise|problem|question|example|task|q)\s*[\d.:)#-]|"
+                   r"^\s*(find|compute|calculate|prove|show|determine|solve|evaluate|how|what|why|which|is|can)\b",
+                   re.I | re.M)
+_ANSWERS = re.compile(r"^\s*(solution|answer|proof|hint|a)\s*[\d.:)-]|\b(because|therefore|so the|thus|hence|"
+                      r"you (can|need|should)|try|this (is|means|works)|the answer)\b", re.I | re.M)
+MAX_PAGE_CHUNKS = 64  # a page is never cut into more candidates than this (the rest is not read)
+
+
+def qa_signal(chunk: str) -> int:
+    """How much a chunk looks like a question with its answer: asks, answer markers, and text
+    after the first ask (a question at the very end of a chunk has its answer elsewhere)."""
+    asks = list(_ASKS.finditer(chunk))
+    if not asks:
+        return 0
+    after = len(chunk) - asks[0].end()
+    return min(len(asks), 4) + min(len(_ANSWERS.findall(chunk)), 4) + (3 if after >= 200 else 0)
+
+
+def select_chunks(chunks: list[str], k: int) -> list[int]:
+    """Indexes of the `k` chunks with the strongest question-and-answer signal, in page order
+    (ties: the earlier chunk), so a long page sends its exercises and replies, not its start."""
+    if len(chunks) <= k:
+        return list(range(len(chunks)))
+    ranked = sorted(range(len(chunks)), key=lambda i: (-qa_signal(chunks[i]), i))
+    return sorted(ranked[:k])
+
+
+def prepare_page(text: str, params: CleanParams = CleanParams()) -> tuple[list[tuple[int, str]], str | None]:
+    """(chunk number, text) of the chunks of one page worth sending, or ([], reason) when none is."""
     cleaned = clean_text(text, params)
     if len(cleaned) < params.min_chars:
         return [], f"too short after cleaning ({len(cleaned)} < {params.min_chars} chars)"
-    return chunk_text(cleaned, params.chunk_chars, params.overlap_chars, params.max_chunks), None
+    chunks = chunk_text(cleaned, params.chunk_chars, params.overlap_chars, MAX_PAGE_CHUNKS)
+    return [(i, chunks[i]) for i in select_chunks(chunks, params.max_chunks)], None

@@ -6,9 +6,15 @@ the final answer only when very confident). Several refiners can run over the sa
 the paper did for diversity; each one's output is its own fingerprinted version of
 `qa_refined`, side by side in `qa_refined_all`, every row with lineage (`qa_id`, `doc_id`).
 
-A pair whose call fails, or whose reply is empty, gets a `failed` row with the reason, so the
-count of rows per version always equals the count of `ok` pairs. Shards follow `qa_extracted`
-(same shard ids); a shard already written is skipped.
+Small refiners often make a pair worse (a question turned into a statement, a correct result
+replaced, an answer cut off), so every reply is checked against its source pair
+(tasks/refine_verify.py). The row's status says what happened:
+  * `ok`: refined and verified;
+  * `unrefined`: the refinement failed verification; the extracted pair stands in unchanged and
+    `error` says why (quoting the bad text briefly);
+  * `failed`: the call failed, or the reply was empty or invalid (`error` has the reason).
+So the count of rows per version always equals the count of `ok` extracted pairs. Shards follow
+`qa_extracted` (same shard ids); a shard already written is skipped.
 """
 from __future__ import annotations
 
@@ -20,10 +26,11 @@ import pydantic
 
 from tasks.extract import ChatPrompt
 from tasks.llm_client import LLMClient, LLMRequest, LLMSettings
+from tasks.refine_verify import verify
 from warehouse import Warehouse, content_hash, fingerprint
 
 STAGE = "refine"
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # 2: replies verified against the source pair (status unrefined); max_tokens sized to it
 
 
 class RefineReply(pydantic.BaseModel):
@@ -57,6 +64,12 @@ def _fit(question: str, answer: str, limit: int) -> tuple[str, str]:
     return q, answer[: max(0, limit - len(q))]
 
 
+def reply_budget(question: str, answer: str, max_tokens: int) -> int:
+    """max_tokens for one pair: a refinement may add steps (about double the source, ~3 characters
+    per token, plus room for the JSON); a reply far longer than that is a model that runs on."""
+    return max(128, min(max_tokens, 2 * (len(question) + len(answer)) // 3 + 192))
+
+
 def refine_shard(wh: Warehouse, settings: LLMSettings, params: RefineParams, fp: str, extract_fp: str,
                  shard: str, client_factory: Callable[[LLMSettings, Warehouse], LLMClient] = LLMClient) -> dict:
     """Refine the ok pairs of one qa_extracted shard with one refiner; returns counters."""
@@ -65,15 +78,17 @@ def refine_shard(wh: Warehouse, settings: LLMSettings, params: RefineParams, fp:
     prompt = ChatPrompt.load(params.prompt)
     pairs = (wh.read_shard("qa_extracted", extract_fp, shard).filter(pl.col("status") == "ok")
              .select("qa_id", "doc_id", "question", "answer"))
-    requests = []
+    requests, sent = [], []
     for p in pairs.iter_rows(named=True):
         q, a = _fit(p["question"], p["answer"], params.max_input_chars)
+        sent.append((q, a))
         requests.append(LLMRequest(item_id=p["qa_id"], response_model=RefineReply,
-                                   messages=prompt.render(question=q, answer=a)))
+                                   messages=prompt.render(question=q, answer=a),
+                                   max_tokens=reply_budget(q, a, settings.max_tokens)))
     client = client_factory(settings, wh)
     results = client.run(requests, stage=STAGE, fingerprint=fp, shard=shard)
     rows = []
-    for p, res in zip(pairs.iter_rows(named=True), results):
+    for p, (sent_q, sent_a), res in zip(pairs.iter_rows(named=True), sent, results):
         row = dict(refined_id=refined_id(p["qa_id"], fp), qa_id=p["qa_id"], doc_id=p["doc_id"], question=None,
                    answer=None, model=settings.model, prompt_fingerprint=prompt.fingerprint, status="failed",
                    error=None)
@@ -83,10 +98,16 @@ def refine_shard(wh: Warehouse, settings: LLMSettings, params: RefineParams, fp:
         elif not reply.question.strip() or not reply.answer.strip():  # type: ignore[attr-defined]
             row["error"] = "empty question or answer in the reply"
         else:
-            row.update(question=reply.question.strip(), answer=reply.answer.strip(), status="ok")  # type: ignore[attr-defined]
+            q, a = reply.question.strip(), reply.answer.strip()  # type: ignore[attr-defined]
+            # Checked against what the refiner saw; a failing reply never replaces the good source pair.
+            reason = verify(sent_q, sent_a, q, a)
+            if reason is None:
+                row.update(question=q, answer=a, status="ok")
+            else:
+                row.update(question=p["question"], answer=p["answer"], status="unrefined", error=reason)
         rows.append(row)
     df = pl.DataFrame(rows, schema=wh.spec("qa_refined").schema)
     wh.write_shard("qa_refined", fp, shard, df)
-    ok = int((df["status"] == "ok").sum())
-    return {"shard": shard, "skipped": False, "pairs": pairs.height, "ok": ok, "failed": df.height - ok,
+    by_status = {s: int((df["status"] == s).sum()) for s in ("ok", "unrefined", "failed")}
+    return {"shard": shard, "skipped": False, "pairs": pairs.height, **by_status,
             "calls": client.network_calls, "cached": sum(r.cached for r in results)}

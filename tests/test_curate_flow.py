@@ -23,6 +23,8 @@ def test_curate_flow_then_a_second_segment(prefect_env, curate_wh, real_pairs, t
     s1 = curate_flow(data_dir=str(wh.root), **settings)
     published = query(wh, "SELECT * FROM dataset")
     assert s1["pairs"] == seg1.height and s1["duplicates_dropped"] >= 10 and s1["contaminated_pairs"] >= 5
+    assert s1["refiners_disagree"] == 0 and s1["unrefined_rows"] == 0  # one refiner, every pair verified
+    assert published["refined"].all() and published["answer_agreement"].is_null().all()
     funnel = {r["stage"]: r["rows"] for r in s1["funnel"]}
     assert funnel["refined"] == seg1.height and funnel["clean"] == s1["export"]["rows"]
     assert funnel["clean"] <= seg1.height - 15 and (out / "README.md").exists()

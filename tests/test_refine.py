@@ -76,10 +76,14 @@ def test_two_refiners_give_two_versions_with_lineage(ingested_sample, copy_wareh
         version = both.filter(pl.col("fingerprint") == fp)
         lineage = version.join(ok_pairs, on="qa_id", suffix="_x")
         assert lineage.height == 2 and (lineage["doc_id"] == lineage["doc_id_x"]).all()
-        assert set(version["status"]) <= {"ok", "failed"}
+        assert set(version["status"]) <= {"ok", "unrefined", "failed"}
         good = version.filter(pl.col("status") == "ok")
         assert good.filter((pl.col("question").str.len_chars() == 0) | (pl.col("answer").str.len_chars() == 0)).height == 0
-        assert version.filter(pl.col("status") == "failed")["error"].null_count() == 0
+        assert version.filter(pl.col("status") != "ok")["error"].null_count() == 0
+        # a refinement that failed verification leaves the extracted pair in place, unchanged
+        stand_in = version.filter(pl.col("status") == "unrefined").join(ok_pairs, on="qa_id", suffix="_x")
+        assert stand_in.select("question", "answer").equals(
+            stand_in.select(pl.col("question_x").alias("question"), pl.col("answer_x").alias("answer")))
         assert (version["prompt_fingerprint"] == ChatPrompt.load("refine").fingerprint).all()
     assert both["refined_id"].n_unique() == 4  # the same pair refined twice has two ids
     # every refined row (either version) leads back to its page
@@ -95,6 +99,41 @@ def test_two_refiners_give_two_versions_with_lineage(ingested_sample, copy_wareh
     fps2, stats2, calls2 = run_refiners(wh, refiners, xfp, shard)
     assert fps2 == fps and calls2 == 0 and all(s["skipped"] for s in stats2)
     assert sorted(p.name for p in (wh.root / "qa_refined").rglob("*.parquet")) == files
+
+
+class ScriptedClient:
+    """Replies chosen by the test (one per pair, in order), so verification is exercised exactly."""
+
+    def __init__(self, replies):
+        self.replies, self.network_calls = replies, 0
+
+    def run(self, requests, **_):
+        from tasks.llm_client import LLMResult
+
+        self.network_calls = len(requests)
+        return [LLMResult(r.item_id, "ok", rf.RefineReply(question=q, answer=a), None, None)
+                for r, (q, a) in zip(requests, self.replies)]
+
+
+def test_a_refinement_that_fails_verification_keeps_the_extracted_pair(ingested_sample, copy_warehouse):
+    wh = copy_warehouse(ingested_sample)
+    xfp, shard, extracted = extracted_version(wh)
+    replies = [("In Python 3, print is a function, so print \"Hello, World!\" is a syntax error.",  # a statement
+                "Python 3 made print a function: write `print(\"Hello, World!\")`."),
+               ("How can I style the last `.col` with class `bs_tab_bottomonly` differently in CSS?",
+                "Select it with `:last-child`:\n```css\n.sliders .slider:nth-child(2) .col:last-child {\n"
+                "  border: none;\n}\n```")]
+    settings = LLMSettings(model="scripted")
+    fp = rf.RefineParams().fingerprint(settings, xfp)
+    stats = rf.refine_shard(wh, settings, rf.RefineParams(), fp, xfp, shard,
+                            client_factory=lambda s, w: ScriptedClient(replies))
+    assert (stats["ok"], stats["unrefined"], stats["failed"]) == (1, 1, 0)
+    rows = wh.read_shard("qa_refined", fp, shard).join(extracted, on="qa_id", suffix="_x").sort("status")
+    ok, unrefined = rows.row(0, named=True), rows.row(1, named=True)
+    assert ok["status"] == "ok" and ok["question"] == replies[1][0] and ok["error"] is None
+    assert unrefined["status"] == "unrefined"
+    assert (unrefined["question"], unrefined["answer"]) == (unrefined["question_x"], unrefined["answer_x"])
+    assert unrefined["error"].startswith('refined question no longer asks anything: "In Python 3, print')
 
 
 def test_refine_fingerprint_follows_model_temperature_and_upstream():

