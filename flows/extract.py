@@ -19,7 +19,6 @@ from flows.runtime import (last_settings, pipeline_run, progress, remember_setti
 from flows.settings import ExtractSettings, RefineSettings
 from tasks import extract as ex
 from tasks.llm_client import LLMClient, LLMSettings
-from tasks.page_clean import CleanParams
 from warehouse import Warehouse
 
 
@@ -52,9 +51,7 @@ def extract_flow(
     """Extract question-answer pairs from the recalled pages not extracted yet."""
     wh = Warehouse(data_dir)
     inp = ex.resolve_input(wh, extract.recall_version)
-    xparams = ex.ExtractParams(clean=CleanParams(chunk_chars=extract.chunk_chars, overlap_chars=extract.overlap_chars,
-                                                 max_chunks=extract.max_chunks),
-                               prompt=extract.prompt, min_grounding=extract.min_grounding)
+    xparams = ex.params_from_settings(extract)
     xfp = xparams.fingerprint(llm, inp.upstream)
     inp = ex.select_pending(wh, inp, xfp, extract.max_docs)
     if inp.warning:

@@ -70,7 +70,10 @@ class ExtractSettings(_Form):
     overlap_chars: int = Field(300, ge=0, description="Characters two consecutive chunks share")
     max_chunks: int = Field(6, ge=1, description=(
         "Chunks sent per page at most: those with the most question-and-answer signs, in page order"))
-    min_grounding: float = Field(0.5, ge=0, le=1, description="Share of a question's words that must be on the page")
+    min_grounding: float = Field(0.5, ge=0, le=1, description=(
+        "Share of the question's words, and of the answer's, that must be on the page"))
+    require_question: bool = Field(True, description=(
+        "Send only pages with a question sign (question mark, exercise or problem marker) in the title or text"))
     recall_version: Optional[str] = Field(None, description="A recall_scores version (or model fingerprint); empty = the newest round")
 
     @model_validator(mode="after")

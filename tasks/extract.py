@@ -13,7 +13,8 @@ Every chunk leaves at least one row, so one query explains each document's fate:
     rejected  a pair the model returned that is not on the page (`grounding`, the lower of the
               question's and the answer's share of words found in the chunk, below the
               threshold: an invented question or answer), a copy of one of the prompt's
-              few-shot examples, or a question already taken from this page (`error` says
+              few-shot examples, a "question" that asks nothing (a statement, a user name),
+              a one-word answer, or a question already taken from this page (`error` says
               whether the model repeated itself, two chunks overlap, or the page asks it twice)
 A long page is cut into chunks and only the `max_chunks` with the most question-and-answer
 signs are sent (tasks/page_clean.select_chunks), so the model sees exercises and replies rather
@@ -34,6 +35,7 @@ import pydantic
 from prompts import load_prompt
 from tasks.llm_client import LLMClient, LLMRequest, LLMResult, LLMSettings
 from tasks.page_clean import CleanParams, prepare_page
+from tasks.refine_verify import asks_something
 from warehouse import Warehouse, content_hash, fingerprint
 from warehouse.schemas import TABLES
 
@@ -132,6 +134,13 @@ class ExtractParams:
         )
 
 
+def params_from_settings(s) -> ExtractParams:
+    """ExtractParams from the flows' ExtractSettings form (duck-typed: tasks do not import flows)."""
+    return ExtractParams(clean=CleanParams(chunk_chars=s.chunk_chars, overlap_chars=s.overlap_chars,
+                                           max_chunks=s.max_chunks, require_question=s.require_question),
+                         prompt=s.prompt, min_grounding=s.min_grounding)
+
+
 # ---- input selection --------------------------------------------------------------------------
 @dataclass
 class ExtractInput:
@@ -217,6 +226,7 @@ def select_pending(wh: Warehouse, inp: ExtractInput, fp: str, max_docs: int | No
 
 # ---- rows -------------------------------------------------------------------------------------
 _WORDS = re.compile(r"[^\W_]{3,}", re.U)
+_URL = re.compile(r"https?://\S+|www\.\S+")
 
 
 def grounding(question: str, chunk: str) -> float:
@@ -277,6 +287,12 @@ def chunk_rows(doc_id: str, chunk: int, chunk_text: str, result: LLMResult, mode
             row["error"] = f"question not found on the page (grounding {gq:.2f} < {min_grounding})"
         elif ga < min_grounding:
             row["error"] = f"answer not found on the page (grounding {ga:.2f} < {min_grounding})"
+        elif not asks_something(q, cloze=False):
+            row["error"] = f"the question asks nothing (a statement, a name or a fragment): {q[:60]!r}"
+        elif len(a.split()) < 2 and not re.search(r"[\d=<>^$\\]", a):
+            row["error"] = f"the answer is too short to answer anything: {a[:40]!r}"
+        elif len("".join(_URL.findall(a))) * 2 > len(a):
+            row["error"] = f"the answer is mostly links: {a[:60]!r}"
         elif key in seen:
             row["error"] = _duplicate_reason(seen[key], chunk, q)
         else:
@@ -297,7 +313,7 @@ def extract_pages(client: LLMClient, settings: LLMSettings, params: ExtractParam
     requests: list[LLMRequest] = []
     chunks_of: list[tuple[str, int, str]] = []
     for d in docs.iter_rows(named=True):
-        chunks, reason = prepare_page(d["text"], params.clean)
+        chunks, reason = prepare_page(d["text"], params.clean, d["title"] or "")
         if reason:
             rows.append(dict(qa_id=qa_id(d["doc_id"], 0, None), doc_id=d["doc_id"], chunk=0, question=None,
                              answer=None, model=settings.model, prompt_fingerprint=prompt.fingerprint,

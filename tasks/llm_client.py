@@ -68,7 +68,7 @@ class ServerUnavailable(RuntimeError):
 
 def unavailable_message(problems: list[str]) -> str:
     return ("No usable LLM server: " + "; ".join(problems) + ". Start one with `webinstruct serve` "
-            "(embedded SmolLM2 on CPU) or `webinstruct serve --engine vllm --model MODEL`, or point the "
+            "(an embedded model on CPU) or `webinstruct serve --engine vllm --model MODEL`, or point the "
             "stage at a running OpenAI-compatible server with --base-url URL (and --model NAME).")
 
 

@@ -6,7 +6,7 @@ import pydantic
 from pydantic import Field
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8088/v1"
-DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+DEFAULT_MODEL = "Qwen2.5-Coder-1.5B-Instruct"  # embedded default, chosen by bench/llm_models.py
 
 
 class LLMSettings(pydantic.BaseModel):

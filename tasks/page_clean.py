@@ -62,12 +62,13 @@ _WORD = re.compile(r"[^\W\d_]+", re.U)
 class CleanParams:
     """Limits for cleaning and chunking (all in characters; ~4 characters per token in English)."""
 
-    chunk_chars: int = 4000  # fits SmolLM2's 4096-token slot with the few-shot prefix and the reply
+    chunk_chars: int = 4000  # ~1000 tokens: fits a 4096-token slot with the few-shot prefix and the reply
     overlap_chars: int = 300  # context carried into the next chunk so a pair split at a cut survives
     max_chunks: int = 6  # chunks sent per page at most: the ones with the most question-and-answer signs
     min_chars: int = 80  # a page shorter than this after cleaning is not sent to the LLM
     edge_min_chars: int = 20  # short leading/trailing lines without sentence punctuation are dropped
     max_line_repeats: int = 3  # a short line seen this often on one page is chrome
+    require_question: bool = True  # a page with no question sign in its title or text is not sent
 
     def __post_init__(self) -> None:
         if not 0 <= self.overlap_chars <= self.chunk_chars // 2:
@@ -223,7 +224,8 @@ def _tail(lines: list[str], budget: int) -> list[str]:
 
 # Signs that a chunk holds a question and its answer (not only page chrome or prose).
 _ASKS = re.compile(r"[\w)\]$]\?\s*$|[\w)\]$]\?(?-i:\s+[A-Z(])|^\s*(exercise|problem|question|example|task|q)\s*[\d.:)#-]|"
-                   r"^\s*(find|compute|calculate|prove|show|determine|solve|evaluate|how|what|why|which|is|can)\b",
+                   r"^\s*(find|compute|calculate|prove|show|determine|solve|evaluate|how|what|why|which|is|can)\b|"
+                   r"\bi(\s+am|'m)?\s+(need|want|trying)\s+to\b|\bis there a way\b",
                    re.I | re.M)
 _ANSWERS = re.compile(r"^\s*(solution|answer|proof|hint|a)\s*[\d.:)-]|\b(because|therefore|so the|thus|hence|"
                       r"you (can|need|should)|try|this (is|means|works)|the answer)\b", re.I | re.M)
@@ -249,10 +251,18 @@ def select_chunks(chunks: list[str], k: int) -> list[int]:
     return sorted(ranked[:k])
 
 
-def prepare_page(text: str, params: CleanParams = CleanParams()) -> tuple[list[tuple[int, str]], str | None]:
-    """(chunk number, text) of the chunks of one page worth sending, or ([], reason) when none is."""
+def prepare_page(text: str, params: CleanParams = CleanParams(),
+                 title: str = "") -> tuple[list[tuple[int, str]], str | None]:
+    """(chunk number, text) of the chunks of one page worth sending, or ([], reason) when none is.
+
+    With `require_question`, a page whose title and chunks show no question sign at all (no
+    question mark, exercise or problem marker, question word) costs no LLM call: on CPU one call
+    is many seconds, and such a page rarely holds a pair."""
     cleaned = clean_text(text, params)
     if len(cleaned) < params.min_chars:
         return [], f"too short after cleaning ({len(cleaned)} < {params.min_chars} chars)"
     chunks = chunk_text(cleaned, params.chunk_chars, params.overlap_chars, MAX_PAGE_CHUNKS)
-    return [(i, chunks[i]) for i in select_chunks(chunks, params.max_chunks)], None
+    chosen = select_chunks(chunks, params.max_chunks)
+    if params.require_question and not (_ASKS.search(title or "") or any(qa_signal(chunks[i]) for i in chosen)):
+        return [], "no question on the page (no question mark, exercise or problem marker)"
+    return [(i, chunks[i]) for i in chosen], None

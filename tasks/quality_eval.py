@@ -59,19 +59,17 @@ def extract_row(wh: Warehouse, pages: pl.DataFrame, set_id: str, llm, extract_se
     """Extraction yield on (at most `max_pages` of) the positive pages, with the given settings."""
     from tasks import extract as ex
     from tasks.llm_client import LLMClient
-    from tasks.page_clean import CleanParams
 
     s = extract_settings
-    params = ex.ExtractParams(clean=CleanParams(chunk_chars=s.chunk_chars, overlap_chars=s.overlap_chars,
-                                                max_chunks=s.max_chunks), prompt=s.prompt, min_grounding=s.min_grounding)
+    params = ex.params_from_settings(s)
     pos = (pages.filter(pl.col("label") == 1).sort("url").head(max_pages)
            .with_columns(doc_id=pl.col("url").map_elements(content_hash, return_dtype=pl.String)))
     fp = fingerprint(STAGE, params={"eval_set": set_id, "extract": params.fingerprint(llm, [])},
                      code_version="1", model=llm.model)
     client = LLMClient(llm, wh)
     client.check_server()
-    rows, _ = ex.extract_pages(client, llm, params, pos.select("doc_id", "url", "title", "text"),
-                               fp=fp, shard="eval", stage=STAGE)
+    rows, results = ex.extract_pages(client, llm, params, pos.select("doc_id", "url", "title", "text"),
+                                     fp=fp, shard="eval", stage=STAGE)
     ok = rows.filter(pl.col("status") == "ok")
     with_pairs = ok["doc_id"].n_unique()
     statuses = dict(rows["status"].value_counts().iter_rows())
@@ -79,6 +77,7 @@ def extract_row(wh: Warehouse, pages: pl.DataFrame, set_id: str, llm, extract_se
                 positives=pos.height, pages_with_pairs=with_pairs, pairs=ok.height,
                 pairs_per_page=ok.height / max(1, pos.height), failed_chunks=statuses.get("failed", 0),
                 details=json.dumps({"model": llm.model, "prompt": s.prompt, "rows_by_status": statuses,
+                                    "json_valid": round(sum(r.ok for r in results) / max(1, len(results)), 4),
                                     "chunk_chars": s.chunk_chars, "max_chunks": s.max_chunks}))
 
 

@@ -44,7 +44,10 @@ _ASK_START = re.compile(rf"^(?:(?:{_INTERROGATIVE})\b|{_WH_CONJUNCTION}\b|{_PREP
 _ASK_INSIDE = re.compile(rf"(?:,\s*(?:and\s+)?|\$|\\[\])]|\\end\{{\w+\*?\}})\s*(?:please\s+|then\s+)?"
                          rf"(?:{_IMPERATIVE}|how|what|why|(?:in|at|by|to|for)\s+(?:what|how))\b", re.I)
 _WANTS_TO_KNOW = re.compile(r"\b(?:wonder(?:s|ing)?|find\s+out|(?:want|need|like)\s+to\s+know|"
-                            r"would\s+like\s+to\s+(?:know|see|understand))\b", re.I)
+                            r"would\s+like\s+to\s+(?:know|see|understand)|"
+                            # a forum's request for help: "I need to remove the page parameter ..."
+                            r"i(?:\s+am|'m)?\s+(?:need|want|trying|try|looking\s+for\s+a\s+way)\s+to|is\s+there\s+a\s+way)\b",
+                            re.I)
 # A cloze asks as well: "The cost price of the fan is", "... the man:", "x = ____"; a statement ends
 # on its content, not on a function word. (A stem ending on any other word, "A plant that grows along
 # a trellis exhibits", is not told apart from a statement missing its full stop: not counted.)
@@ -56,13 +59,15 @@ _BLANK = re.compile(r"_{3,}")
 _SENTENCE_SPLIT = re.compile(r"(?:(?<=[.!])|(?<=[.!][$)]))(?:\s+|(?=[A-Z]))(?![a-z])|(?<=[:;])\s+|(?<=[:;]\$)\s+|\n+")
 
 
-def asks_something(question: str) -> bool:
+def asks_something(question: str, cloze: bool = True) -> bool:
     """True when the text still asks: a "?", a wish to know, a cloze, a sentence opening with a
     question word or an imperative, or an imperative inside one. Only sentence *starts* count for
-    question words, so "The polynomial of A is x^2-5x+6." (an "is" mid-sentence) is no ask."""
+    question words, so "The polynomial of A is x^2-5x+6." (an "is" mid-sentence) is no ask.
+    `cloze=False` for text copied from a page, where a line ending in ":" or "..." is a cut
+    sentence far more often than a fill-in-the-blank stem."""
     if "?" in question or _WANTS_TO_KNOW.search(question) or _ASK_INSIDE.search(question):
         return True
-    if _CLOZE_END.search(question.replace("$", "").strip()) or _BLANK.search(question):
+    if cloze and (_CLOZE_END.search(question.replace("$", "").strip()) or _BLANK.search(question)):
         return True
     for sentence in _SENTENCE_SPLIT.split(question):
         sentence = _LEAD_IN.sub("", sentence.strip().lstrip("$\\*_#>\"'(").strip())
@@ -237,22 +242,40 @@ def _contains_result(answer: str, result: str) -> bool:
     return canonical_number(result) is None and result in flat
 
 
+_CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")
+MIN_KEPT_WORDS = 0.3  # a refinement adds steps around the source's answer; it does not replace it
+
+
+def _kept(source: str, refined: str) -> float:
+    """Share of the source answer's content words (4+ letters) still in the refined answer; 1.0
+    when the source has fewer than 12 (a short answer may be reworded whole)."""
+    words = {w.lower() for w in _CONTENT_WORD.findall(source)}
+    if len(words) < 12:
+        return 1.0
+    return len(words & {w.lower() for w in _CONTENT_WORD.findall(refined)}) / len(words)
+
+
+def _short(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()[:80]
+
+
 def verify(source_q: str, source_a: str, refined_q: str, refined_a: str) -> str | None:
     """None when the refined pair may replace its source, else why not (quoting the bad text briefly)."""
     if not asks_something(refined_q):
-        short = re.sub(r"\s+", " ", refined_q).strip()[:80]
-        return f'refined question no longer asks anything: "{short}"'
+        return f'refined question no longer asks anything: "{_short(refined_q)}"'
     if refined_a.count("```") % 2:
         return "answer cut short: it ends inside a code block"
     if len(source_a) >= LONG_SOURCE_CHARS and len(refined_a) < MIN_LENGTH_SHARE * len(source_a):
         return f"answer cut short: {len(refined_a)} characters for a source of {len(source_a)}"
     before, marked = _final(source_a)
     after = final_answer(refined_a)
-    if before is None or (after is None and not marked):
-        return None  # nothing checkable, or an incidental last number the refiner left out of prose
     explained = _EXPLAINS_CHANGE.search(refined_a)
-    if not _same(after, before) and not _contains_result(refined_a, before) and not explained:
-        return f"final answer changed from {before} to {after or 'nothing checkable'} without saying why"
+    # None: nothing checkable, or an incidental last number the refiner left out of prose
+    if before is not None and (after is not None or marked):
+        if not _same(after, before) and not _contains_result(refined_a, before) and not explained:
+            return f"final answer changed from {before} to {after or 'nothing checkable'} without saying why"
+    if _kept(source_a, refined_a) < MIN_KEPT_WORDS:
+        return f'the refined answer drops what the source said: "{_short(refined_a)}"'
     return None
 
 

@@ -100,3 +100,25 @@ def test_a_long_page_sends_the_chunk_with_the_exercise_and_its_solution():
     number, text = chunks[0]
     assert number > 0 and "Exercise 1." in text and "Solution." in text
     assert qa_signal(text) > qa_signal(intro[:600]) == 0
+
+
+def test_statements_names_and_one_word_answers_are_not_pairs():
+    """What a 1.5B model returned on a real forum thread, each word of it on the page."""
+    page = ("hardcorerobot\nJust to make sure that the srt file are stored in UTF-8 format.\n"
+            "alvinsiu\nI had similar experience and record my solution in my blog.\n"
+            "How do I show Chinese subtitles from an srt file?\nSave the srt file as UTF-8 and pick a CJK font.\n")
+    rows = ex.chunk_rows("d", 0, page, _result([
+        {"question": "Just to make sure that the srt file are stored in UTF-8 format.", "answer": "hardcorerobot"},
+        {"question": "alvinsiu", "answer": "I had similar experience and record my solution in my blog."},
+        {"question": "How do I show Chinese subtitles from an srt file?", "answer": "hardcorerobot"},
+        {"question": "How do I show Chinese subtitles from an srt file?",
+         "answer": "Save the srt file as UTF-8 and pick a CJK font."}]), "m", "p", 0.5, {})
+    assert [r["status"] for r in rows] == ["rejected", "rejected", "rejected", "ok"]
+    assert rows[0]["error"].startswith("the question asks nothing") and rows[1]["error"].startswith("the question asks")
+    assert rows[2]["error"].startswith("the answer is too short")
+    # a sentence cut at a colon is not a fill-in-the-blank question here; a signature of links is no answer
+    more = ex.chunk_rows("d", 1, page + "\nsee http://alvinsiu.blogspot.hk/2009/08/subtitles-vlc.html\n", _result([
+        {"question": "I had similar experience and record my solution in my blog :", "answer": "Save the srt file as UTF-8."},
+        {"question": "How do I show Chinese subtitles from an srt file?",
+         "answer": "see http://alvinsiu.blogspot.hk/2009/08/subtitles-vlc.html"}]), "m", "p", 0.5, {})
+    assert more[0]["error"].startswith("the question asks nothing") and more[1]["error"].startswith("the answer is mostly links")

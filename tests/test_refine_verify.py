@@ -186,3 +186,13 @@ def test_unrefined_pairs_follow_the_curate_setting(tmp_path):
     fps = {export.dataset_fingerprint("d", "c", ["ra"], [], export.DatasetParams(k, a))
            for k in (True, False) for a in (1.0, 0.5, None)}
     assert len(fps) == 6
+
+
+def test_a_refinement_that_replaces_the_source_answer_is_flagged():
+    src_a = ("Open the Settings page, choose Vulnerability, then switch off the Wi-Fi Security Advisor; "
+             "the notification stops appearing after the next restart of the application window.")
+    invented = "The title of the blog post is 'Solving a Quadratic Equation Using the Quadratic Formula'."
+    assert verify("How do I turn off the notification?", src_a, "How do I turn off the notification?",
+                  invented).startswith("the refined answer drops what the source said")
+    kept = "Open Settings, choose Vulnerability and switch off the Wi-Fi Security Advisor; after a restart of the application the notification stops."
+    assert verify("How do I turn off the notification?", src_a, "How do I turn off the notification?", kept) is None

@@ -71,9 +71,11 @@ class EmbeddedServer:
                  n_ctx_per_slot: int = 8192, threads: int | None = None, model_path: str | Path | None = None,
                  model_name: str = DEFAULT_MODEL, aliases: tuple[str, ...] = (), verbose: bool = False):
         self.host, self.port = host, port or free_port(host)
-        # One core is left to the pipeline's own process: llama.cpp threads spin on a barrier, and
-        # on 2 shared cores 2 threads measured 15-30x slower than 1.
-        threads = threads or max(1, (os.cpu_count() or 2) - 1)
+        # Every core: while an LLM stage runs the pipeline's own process only waits on HTTP, and
+        # on an idle 2-core box 2 threads measured 2x faster than 1 (bench/llm_models.py). A box
+        # that is busy with other work wants fewer: llama.cpp's threads spin on a barrier, and 2
+        # threads next to another busy process measured 15-30x slower than 1 (the tests use 1).
+        threads = threads or max(1, os.cpu_count() or 1)
         self.n_parallel, self.n_ctx_per_slot, self.threads = n_parallel, n_ctx_per_slot, threads
         self.model_path = Path(model_path) if model_path else None
         self.model_name, self.verbose = model_name, verbose

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from tasks.llm_settings import DEFAULT_MODEL
 from webinstruct.options import BaseUrlOption, ModelOption, llm_session
 
 SAMPLE_CRAWL = Path(__file__).resolve().parents[2] / "data" / "sample" / "crawl"
@@ -49,9 +50,9 @@ def _print_outcome(console: Console, export_dir: Path, seconds: float) -> None:
     rows = funnel(wh)
     ui.print_frame(console, rows, title=f"funnel (finished in {seconds:.0f} s)")
     if dict(rows.iter_rows()).get("extracted") == 0:
-        console.print("[yellow]No pair survived extraction.[/] A 135M model mostly invents questions, which the "
-                      "grounding check rejects (see qa_extracted.status/error). For real pairs, serve a real "
-                      "model: webinstruct serve --engine vllm --model ..., then --base-url.")
+        console.print("[yellow]No pair survived extraction.[/] See why in qa_extracted.status/error (pages not "
+                      "sent, no pairs, pairs not found on the page). A small CPU model finds few pairs; for "
+                      "more, serve a bigger model: webinstruct serve --engine vllm --model ..., then --base-url.")
     _print_recall_quality(console, wh)
     data = wh.root
     from webinstruct.report import write_report
@@ -105,22 +106,22 @@ def register(app: typer.Typer) -> None:
         _print_outcome(Console(soft_wrap=True), export_dir, time.perf_counter() - start)
 
     @app.command()
-    def demo(max_docs: Annotated[int, typer.Option(help="Recalled pages sent to the LLM")] = 6) -> None:
+    def demo(max_docs: Annotated[int, typer.Option(help="Recalled pages sent to the LLM")] = 12) -> None:
         """The whole pipeline on the bundled real sample, with the embedded LLM server."""
         from webinstruct import cli
 
         console = Console(stderr=True, soft_wrap=True)
         export_dir = cli.warehouse().root / "export"
         console.print(f"[bold]webinstruct demo[/]: {SAMPLE_CRAWL} -> {cli.warehouse().root}\n"
-                      "[dim]real Common Crawl excerpts + 205 real forum/Q&A pages; the embedded "
-                      "SmolLM2-135M server stands in for a vLLM host (plumbing, not quality)[/]")
+                      f"[dim]real Common Crawl excerpts + 205 real forum/Q&A pages; the embedded "
+                      f"{DEFAULT_MODEL} (llama.cpp on CPU) stands in for a vLLM host[/]")
         start = time.perf_counter()
-        # Sized for 2 CPU cores and a 135M model (~90 prompt / ~25 generated tokens/s): short
-        # chunks, short replies, a few domains per round; a GPU host runs the defaults.
+        # Sized for 2 CPU cores and a 1.5B model (~35 prompt / ~10 generated tokens/s): one chunk
+        # per page, chosen where its questions are, a few domains per round; a GPU host runs the defaults.
         _run_pipeline(console, [str(SAMPLE_CRAWL)], None, None, None, max_docs, export_dir,
-                      domains={"min_domain_docs": 1, "max_llm_domains": 6},
+                      domains={"min_domain_docs": 1, "max_llm_domains": 3},
                       extract={"chunk_chars": 1500, "max_chunks": 1},
-                      llm={"max_tokens": 320, "max_concurrency": 2})
+                      llm={"max_tokens": 384, "max_concurrency": 2})
         _print_outcome(Console(soft_wrap=True), export_dir, time.perf_counter() - start)
 
     @app.command()
