@@ -27,7 +27,7 @@ def test_extract_budget_then_pending_then_refine_and_rerun_for_free(ingested_sam
     wh = copy_warehouse(ingested_sample)
     # small chunks and replies, no repair request: the flow's wiring is under test here, not the model
     settings = llm_server.model_copy(update={"max_tokens": 96, "repair_retry": False})
-    extract = ExtractSettings(max_docs=1, chunk_chars=600, max_chunks=1)
+    extract = ExtractSettings(max_docs=1, chunk_chars=600, max_chunks=1, require_question=False)
     x = extract_flow(data_dir=str(wh.root), llm=settings, extract=extract)
 
     assert "no recall_scores" in x["warning"] and x["docs"] == 1  # fell back to all documents

