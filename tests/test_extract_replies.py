@@ -8,7 +8,8 @@ import json
 import polars as pl
 
 from tasks import extract as ex
-from tasks.llm_client import LLMClient, LLMResult, parse_reply, repair_escapes
+from tasks.json_repair import repair_escapes
+from tasks.llm_client import LLMClient, LLMResult, parse_reply
 from tasks.page_clean import CleanParams, prepare_page, qa_signal
 from tests.fake_llm_server import ok
 from warehouse import Warehouse
