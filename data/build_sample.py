@@ -87,16 +87,11 @@ def load_pages(src: Path) -> tuple[list[dict], list[str]]:
 
 
 def write_sample(pages: list[dict], out: Path) -> None:
-    info = (
-        "software: webinstruct data/build_sample.py (warcio)\r\n"
-        "format: WARC File Format 1.0\r\n"
-        f"description: webinstruct bundled sample: {len(pages)} real forum / Q&A pages "
-        "saved by opendatalab/magic-html (benchmark/data/forum) and fhgr/harvest "
-        "(corpus/goldDocuments), both Apache-2.0. Third-party web content, "
-        "for tests and demos only. Dates are fixed, not crawl dates.\r\n"
-        f"isPartOf: {SAMPLE_NAME}\r\n"
-    )
-    write_warc(pages, out, SAMPLE_NAME, info)
+    write_warc(pages, out, SAMPLE_NAME, "data/build_sample.py",
+               f"webinstruct bundled sample: {len(pages)} real forum / Q&A pages "
+               "saved by opendatalab/magic-html (benchmark/data/forum) and fhgr/harvest "
+               "(corpus/goldDocuments), both Apache-2.0. Third-party web content, "
+               "for tests and demos only. Dates are fixed, not crawl dates.")
 
 
 def verify(out: Path, expected: int) -> int:

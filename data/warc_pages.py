@@ -23,11 +23,17 @@ def record_id(key: str) -> str:
     return f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, key)}>"
 
 
-def write_warc(pages: list[dict], out: Path, set_name: str, info: str) -> None:
-    """pages: {url, html (UTF-8 bytes)}; `info` is the warcinfo text (lines end in CRLF)."""
+def warcinfo(script: str, description: str, set_name: str) -> str:
+    """The warcinfo text of a set built by `script` (lines end in CRLF)."""
+    return (f"software: webinstruct {script} (warcio)\r\nformat: WARC File Format 1.0\r\n"
+            f"description: {description}\r\nisPartOf: {set_name}\r\n")
+
+
+def write_warc(pages: list[dict], out: Path, set_name: str, script: str, description: str) -> None:
+    """pages: {url, html (UTF-8 bytes)}; the warcinfo record names `script` and `description`."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    payload = info.encode("utf-8")
+    payload = warcinfo(script, description, set_name).encode("utf-8")
     with open(tmp, "wb") as fh:
         writer = WARCWriter(fh, gzip=True, warc_version="1.0")
         warcinfo_headers = StatusAndHeaders("", [

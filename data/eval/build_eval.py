@@ -81,17 +81,12 @@ def load_pages(src: Path) -> list[dict]:
 
 
 def write_set(pages: list[dict], out: Path) -> None:
-    info = (
-        "software: webinstruct data/eval/build_eval.py (warcio)\r\n"
-        "format: WARC File Format 1.0\r\n"
-        f"description: webinstruct recall evaluation set: {len(pages)} real web pages, "
-        "hand-labelled edu_qa / other (see data/eval/labels.tsv and README.md). "
-        "EVALUATION ONLY, never for training. Third-party web content from public "
-        "benchmark and test-fixture repositories, credited in data/eval/README.md. "
-        "Dates are fixed, not crawl dates.\r\n"
-        f"isPartOf: {SET_NAME}\r\n"
-    )
-    write_warc(pages, out, SET_NAME, info)
+    write_warc(pages, out, SET_NAME, "data/eval/build_eval.py",
+               f"webinstruct recall evaluation set: {len(pages)} real web pages, "
+               "hand-labelled edu_qa / other (see data/eval/labels.tsv and README.md). "
+               "EVALUATION ONLY, never for training. Third-party web content from public "
+               "benchmark and test-fixture repositories, credited in data/eval/README.md. "
+               "Dates are fixed, not crawl dates.")
 
 
 def sample_urls() -> set[str]:
