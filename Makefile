@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo ui test test-vllm test-ui browser bench clean
+.PHONY: setup demo ui test test-faults test-vllm test-ui browser bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ ui: setup
 # pytest exits 5 when it collects no test; that is not a failure of the project.
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+# The whole fault suite (tests/faults, slow crash-and-resume runs included); writes docs/reliability.md.
+test-faults: setup
+	WEBINSTRUCT_RELIABILITY_DOC=docs/reliability.md $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  -m 'not vllm and not ui' tests/faults; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
 # vLLM for the CPU lives in its own venv (torch and friends, ~1 GB) so .venv stays small; the test
 # talks to vLLM's OpenAI server from .venv and starts it with WEBINSTRUCT_VLLM_PYTHON. gguf and
