@@ -25,9 +25,10 @@ from warehouse import Warehouse
 # The warehouse is the cache (fingerprints + shards), so Prefect's own input cache is off.
 @task(name="extract-shard", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def extract_shard_task(data_dir: str, settings: LLMSettings, params: ex.ExtractParams, fp: str, shard: str,
-                       documents_fp: str, documents_shard: str, doc_ids: list[str]) -> dict:
+                       documents_fp: str, documents_shard: str, doc_ids: list[str], only: Optional[list[str]],
+                       attempt: int) -> dict:
     stats = ex.extract_shard(Warehouse(data_dir), settings, params, fp, shard, documents_fp, documents_shard,
-                             doc_ids)
+                             doc_ids, only, attempt)
     progress("pages", len(doc_ids))
     return stats
 
@@ -46,6 +47,8 @@ def extract_flow(
     llm: LLMSettings = Field(LLMSettings(), description="The LLM server and model (no API key here: see api_key_env)"),
     extract: ExtractSettings = Field(ExtractSettings(), description="Extraction prompt, per-run budget, page chunks"),
     downstream: bool = Field(False, description="Then refine and curate, with the settings they last ran with"),
+    retry_failed: bool = Field(False, description=(
+        "Send again only the chunks whose last attempt failed (server down, broken reply); no new pages")),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:
     """Extract question-answer pairs from the recalled pages not extracted yet."""
@@ -53,15 +56,18 @@ def extract_flow(
     inp = ex.resolve_input(wh, extract.recall_version)
     xparams = ex.params_from_settings(extract)
     xfp = xparams.fingerprint(llm, inp.upstream)
-    inp = ex.select_pending(wh, inp, xfp, extract.max_docs)
+    inp = ex.select_failed(wh, inp, xfp) if retry_failed else ex.select_pending(wh, inp, xfp, extract.max_docs)
     if inp.warning:
         run_logger().warning(inp.warning)
     todo = sorted(inp.shards)
     if todo:  # fail fast, before any task starts, with what to start
         LLMClient(llm, wh).check_server()
     summary: dict = {"warning": inp.warning, "recall_fingerprint": inp.recall_fp, "fingerprint": xfp,
-                     "model": llm.model, "docs": inp.n_docs, "pending_after": inp.pending - inp.n_docs}
-    run_params = {"extract": extract.model_dump(), "model": llm.model}
+                     "model": llm.model, "docs": inp.n_docs, "pending_after": inp.pending - inp.n_docs,
+                     "retried_chunks": sum(len(v[3]) for v in inp.shards.values() if v[3] is not None)}
+    if retry_failed:
+        summary["pending_after"] = ex.select_pending(wh, inp, xfp).pending
+    run_params = {"extract": extract.model_dump(), "model": llm.model, "retry_failed": retry_failed}
     with pipeline_run(wh, "extract", run_params, run_id) as rid:
         remember_settings(wh, extract=extract, extract_llm=llm)
         progress("pages", 0, inp.n_docs)
@@ -69,7 +75,7 @@ def extract_flow(
                    params={"model": llm.model, "base_urls": llm.base_urls, "recall_fingerprint": inp.recall_fp,
                            "clean": xparams.clean.as_dict(), "min_grounding": extract.min_grounding,
                            "prompt": extract.prompt, "temperature": llm.temperature, "max_tokens": llm.max_tokens,
-                           "max_docs": extract.max_docs},
+                           "max_docs": extract.max_docs, "retry_failed": retry_failed},
                    upstream=inp.upstream, code_version=ex.CODE_VERSION) as sr:
             res = run_shards(extract_shard_task, [(str(wh.root), llm, xparams, xfp, s, *inp.shards[s]) for s in todo],
                              f"extract: {inp.n_docs} page(s)")

@@ -196,7 +196,7 @@ def recall_flow(
                             min_count=recall.min_count, neg_sample=recall.neg_sample,
                             pos_neg_ratio=recall.pos_neg_ratio, pu_drop_score=recall.pu_drop_score,
                             languages=tuple(recall.languages) if recall.languages else None,
-                            threshold=recall.threshold)
+                            threshold=recall.threshold, thread=recall.threads)
     overrides = dom.load_overrides(domains.overrides)
     summary: dict = {"rounds": []}
     domains_fp = None

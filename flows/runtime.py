@@ -110,6 +110,8 @@ def pipeline_run(wh: Warehouse, flow: str, params: dict[str, Any], run_id: str |
     except Exception:  # noqa: BLE001 - outside a flow run
         prefect_id = None
     with warehouse_lock(wh):
+        if stale := wh.sweep_temp():
+            run_logger().warning("removed %d temp file(s) a killed run left, e.g. %s", len(stale), stale[0])
         rid = wh.begin_run(flow, params, run_id=None if prefect_id is None else f"{flow}-{prefect_id}")
         try:
             yield rid

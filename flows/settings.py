@@ -50,6 +50,9 @@ class RecallSettings(_Form):
     pos_neg_ratio: float = Field(1.0, gt=0, description="Positives per negative")
     pu_drop_score: Optional[float] = Field(0.5, ge=0, le=1, description=(
         "Leave out negatives that models trained without them score at least this (likely positives); empty: keep all"))
+    threads: int = Field(1, ge=1, le=256, description=(
+        "fastText training threads. 1 trains the same model every time (a run killed mid-training and rerun "
+        "publishes what an uninterrupted run would); more is faster on big crawls but not bit-reproducible"))
 
 
 class DomainSettings(_Form):

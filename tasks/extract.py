@@ -72,6 +72,7 @@ class ExtractReply(pydantic.BaseModel):
 
 
 # ---- prompt files -----------------------------------------------------------------------------
+_FIELD = re.compile(r"\{\{(\w+)\}\}")
 _ROLE = re.compile(r"^<!-- role: (system|user|assistant) -->[ \t]*\n", re.M)
 
 
@@ -111,9 +112,9 @@ class ChatPrompt:
         return frozenset(out - {""})
 
     def render(self, **fields: str) -> list[dict[str, str]]:
-        body = self.template
-        for key, value in fields.items():
-            body = body.replace("{{" + key + "}}", value or "")
+        # One pass over the template: page text that holds "{{text}}" or role markers stays text.
+        body = _FIELD.sub(lambda m: (fields.get(m.group(1)) or "") if m.group(1) in fields else m.group(0),
+                          self.template)
         return [{"role": r, "content": c} for r, c in self.prefix] + [{"role": "user", "content": body}]
 
 
@@ -146,7 +147,8 @@ def params_from_settings(s) -> ExtractParams:
 class ExtractInput:
     documents_fps: list[str]
     recall_fp: str | None  # the recall_scores version used; None = every document
-    shards: dict[str, tuple[str, str, list[str]]] = field(default_factory=dict)  # out shard -> (docs fp, docs shard, doc_ids)
+    # out shard -> (docs fp, docs shard, doc_ids, only these "doc_id#chunk" (None: all), attempt)
+    shards: dict[str, tuple[str, str, list[str], list[str] | None, int]] = field(default_factory=dict)
     pending: int = 0  # recalled documents not extracted yet, this run's budget included
     warning: str | None = None
 
@@ -156,7 +158,7 @@ class ExtractInput:
 
     @property
     def n_docs(self) -> int:
-        return sum(len(ids) for _, _, ids in self.shards.values())
+        return sum(len(v[2]) for v in self.shards.values())
 
 
 def resolve_recall(wh: Warehouse, recall_fingerprint: str | None) -> str | None:
@@ -216,12 +218,39 @@ def select_pending(wh: Warehouse, inp: ExtractInput, fp: str, max_docs: int | No
     pending = todo.height
     if max_docs is not None:
         todo = todo.head(max_docs)
-    shards: dict[str, tuple[str, str, list[str]]] = {}
+    shards: dict = {}
     for (dfp, dshard), grp in todo.sort("doc_id").group_by(["_fp", "_shard"], maintain_order=True):
         ids = grp["doc_id"].to_list()
-        prefix = dshard if len(inp.documents_fps) == 1 else f"{dfp[:8]}-{dshard}"
-        shards[f"{prefix}-{content_hash(chr(10).join(ids), 8)}"] = (dfp, dshard, ids)
+        shards[f"{_prefix(inp, dfp, dshard)}-{content_hash(chr(10).join(ids), 8)}"] = (dfp, dshard, ids, None, 1)
     return ExtractInput(inp.documents_fps, inp.recall_fp, shards, pending, inp.warning)
+
+
+def _prefix(inp: ExtractInput, dfp: str, dshard: str) -> str:
+    return dshard if len(inp.documents_fps) == 1 else f"{dfp[:8]}-{dshard}"
+
+
+def latest_attempts(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Per (doc_id, chunk): its newest attempt's number and whether that attempt failed."""
+    att = pl.col("attempt").fill_null(1)
+    return (lf.with_columns(att.alias("attempt")).group_by("doc_id", "chunk")
+            .agg(pl.col("attempt").max(), failed=(pl.col("status") == "failed").filter(att == att.max()).all()))
+
+
+def select_failed(wh: Warehouse, inp: ExtractInput, fp: str) -> ExtractInput:
+    """`--retry-failed`: the chunks of version `fp` whose newest attempt failed (a dead server,
+    a broken reply), as retry shards beside the first ones. Only those chunks are sent again;
+    named by the chunks they retry, so a killed retry resumes its own journal."""
+    if fp not in wh.versions("qa_extracted"):
+        return ExtractInput(inp.documents_fps, inp.recall_fp, {}, 0, inp.warning)
+    failed = latest_attempts(wh.scan("qa_extracted", fp)).filter(pl.col("failed"))
+    todo = failed.join(_doc_shards(wh, inp.documents_fps), on="doc_id", how="inner").sort("doc_id", "chunk").collect()
+    shards: dict = {}
+    for (dfp, dshard), grp in todo.group_by(["_fp", "_shard"], maintain_order=True):
+        only = [f"{d}#{c}" for d, c in zip(grp["doc_id"], grp["chunk"])]
+        attempt = int(grp["attempt"].max()) + 1
+        shards[f"{_prefix(inp, dfp, dshard)}-retry{attempt}-{content_hash(chr(10).join(only), 8)}"] = (
+            dfp, dshard, grp["doc_id"].unique(maintain_order=True).to_list(), only, attempt)
+    return ExtractInput(inp.documents_fps, inp.recall_fp, shards, todo.height, inp.warning)
 
 
 # ---- rows -------------------------------------------------------------------------------------
@@ -306,14 +335,19 @@ def chunk_rows(doc_id: str, chunk: int, chunk_text: str, result: LLMResult, mode
 
 
 def extract_pages(client: LLMClient, settings: LLMSettings, params: ExtractParams, docs: pl.DataFrame, *,
-                  fp: str, shard: str, stage: str = STAGE) -> tuple[pl.DataFrame, list[LLMResult]]:
-    """The qa_extracted rows of some pages (doc_id, url, title, text) and the LLM results behind them."""
+                  fp: str, shard: str, stage: str = STAGE, only: list[str] | None = None,
+                  attempt: int = 1) -> tuple[pl.DataFrame, list[LLMResult]]:
+    """The qa_extracted rows of some pages (doc_id, url, title, text) and the LLM results behind them;
+    with `only` ("doc_id#chunk"), of those chunks alone (a retry of failed ones)."""
+    wanted = set(only) if only is not None else None
     prompt = ChatPrompt.load(params.prompt)
     rows: list[dict] = []
     requests: list[LLMRequest] = []
     chunks_of: list[tuple[str, int, str]] = []
     for d in docs.iter_rows(named=True):
         chunks, reason = prepare_page(d["text"], params.clean, d["title"] or "")
+        if wanted is not None:  # cleaning is deterministic: chunk i is the chunk that failed
+            chunks, reason = [(i, t) for i, t in chunks if f"{d['doc_id']}#{i}" in wanted], None
         if reason:
             rows.append(dict(qa_id=qa_id(d["doc_id"], 0, None), doc_id=d["doc_id"], chunk=0, question=None,
                              answer=None, model=settings.model, prompt_fingerprint=prompt.fingerprint,
@@ -330,12 +364,13 @@ def extract_pages(client: LLMClient, settings: LLMSettings, params: ExtractParam
     for (doc_id, i, text), res in zip(chunks_of, results):
         rows += chunk_rows(doc_id, i, text, res, settings.model, prompt.fingerprint, params.min_grounding,
                            seen.setdefault(doc_id, {}), examples)
-    return pl.DataFrame(rows, schema=TABLES["qa_extracted"].schema), results
+    df = pl.DataFrame(rows, schema=TABLES["qa_extracted"].schema).with_columns(attempt=pl.lit(attempt, pl.Int16))
+    return df, results
 
 
 def extract_shard(wh: Warehouse, settings: LLMSettings, params: ExtractParams, fp: str, shard: str,
-                  documents_fp: str, documents_shard: str, doc_ids: list[str],
-                  client_factory: Callable[[LLMSettings, Warehouse], LLMClient] = LLMClient) -> dict:
+                  documents_fp: str, documents_shard: str, doc_ids: list[str], only: list[str] | None = None,
+                  attempt: int = 1, client_factory: Callable[[LLMSettings, Warehouse], LLMClient] = LLMClient) -> dict:
     """Extract pairs from the selected docs of one documents shard; returns counters."""
     if wh.has_shard("qa_extracted", fp, shard):
         return {"shard": shard, "skipped": True, "docs": len(doc_ids)}
@@ -343,7 +378,7 @@ def extract_shard(wh: Warehouse, settings: LLMSettings, params: ExtractParams, f
             .select("doc_id", "url", "title", "text")
             .join(pl.LazyFrame({"doc_id": doc_ids}), on="doc_id", how="semi", maintain_order="left").collect())
     client = client_factory(settings, wh)
-    df, results = extract_pages(client, settings, params, docs, fp=fp, shard=shard)
+    df, results = extract_pages(client, settings, params, docs, fp=fp, shard=shard, only=only, attempt=attempt)
     wh.write_shard("qa_extracted", fp, shard, df)
     counts = df["status"].value_counts()
     by = dict(zip(counts["status"].to_list(), counts["count"].to_list()))

@@ -15,7 +15,13 @@ _TLD = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_pr
 
 
 def decode(body: bytes, charset: str | None) -> str:
-    return bytes_to_str(body, charset or detect_encoding(body))
+    """The declared charset; detected when there is none or Python does not know the label (x-foo, garbage)."""
+    if charset:
+        try:
+            return bytes_to_str(body, charset)
+        except (LookupError, ValueError, TypeError):
+            pass
+    return bytes_to_str(body, detect_encoding(body))
 
 
 def html_to_text(body: bytes, charset: str | None, *, main_content: bool = True) -> tuple[str, str]:

@@ -69,6 +69,8 @@ def expand_inputs(paths: list[str], listing_base: str = CC_BASE_URL) -> list[str
             continue
         local = p.removeprefix("file://")
         if os.path.isdir(local):
+            # An empty folder is no error here: a scheduled run watching it has nothing new yet. The
+            # CLI reports an explicit input that names no file (webinstruct.options.check_inputs).
             found += sorted(str(f.resolve()) for f in Path(local).rglob("*") if f.name.endswith(WARC_SUFFIXES))
         elif any(ch in local for ch in "*?["):
             found += sorted(str(Path(f).resolve()) for f in glob.glob(local, recursive=True))
@@ -145,7 +147,12 @@ def ingest_file(wh: Warehouse, path: str, params: IngestParams,
         checksum = _checksum(path)
         with open_input(path) as stream:
             for page in iter_pages(stream, stats, source_name=path):
-                row = page_row(page, params, stats.crawl, path)
+                try:
+                    row = page_row(page, params, stats.crawl, path)
+                except Exception as exc:  # noqa: BLE001 - one page that cannot be converted must not cost the file
+                    stats.faults.append(f"page at byte {page.offset} could not be converted "
+                                        f"({type(exc).__name__}: {exc})")
+                    continue
                 if row is None:
                     skipped_empty += 1
                     continue
@@ -157,8 +164,9 @@ def ingest_file(wh: Warehouse, path: str, params: IngestParams,
     except Exception as exc:  # noqa: BLE001 - a bad file is recorded, never fatal to the run
         flush()
         error = f"{type(exc).__name__}: {exc}"
-    if stats.first_fault and not error:
-        error = stats.first_fault
+    if stats.faults and not error:
+        more = len(stats.faults) - 1
+        error = stats.faults[0] + (f" (and {more} more fault{'s' * (more > 1)}: {stats.faults[-1]})" if more else "")
     for shard in stale - {f"{key}-{i:05d}" for i in range(n_shards)}:
         wh.shard_path("documents", fp, shard).unlink(missing_ok=True)
 

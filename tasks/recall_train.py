@@ -68,7 +68,7 @@ class TrainParams:
     max_chars: int = DEFAULT_MAX_CHARS
     seed: int = 13
     threshold: float | None = None  # None: best F1 on the labelled pages (held-out seeds when there are none)
-    thread: int = 2  # speed only; not part of any fingerprint
+    thread: int = 1  # speed only, not part of any fingerprint; 1 is reproducible (fastText's threads race)
 
     def training_settings(self) -> dict:
         d = asdict(self)
@@ -346,7 +346,7 @@ def train_round(wh: Warehouse, rnd: int, params: TrainParams, doc_fps: list[str]
     if wh.has_shard("recall_models", fp, "model"):
         return wh.read_shard("recall_models", fp, "model").to_dicts()[0] | {"fingerprint": fp, "skipped": True}
     model_dir = wh.side_dir("models", key)
-    fitted = not (model_dir / f"heldout-{key}.parquet").exists()
+    fitted = not (model_dir / f"recall-{key}.bin").exists()  # the model file is fit()'s commit point
     if not fitted:  # same training, another threshold: its examples
         ver = _examples_version(wh, key)
         notes = json.loads(wh.read_shard("recall_models", ver, "model")["params"][0]).get("notes", {})

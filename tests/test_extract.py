@@ -162,10 +162,10 @@ def test_select_pending_reads_the_newest_recall_round_or_every_document(ingested
     fp2 = write_recall(wh, ids, 2, "m2")
     chosen = pending(wh)
     assert chosen.recall_fp == fp2 and chosen.warning is None
-    assert sorted(d for _, _, docs in chosen.shards.values() for d in docs) == sorted(ids)
+    assert sorted(d for v in chosen.shards.values() for d in v[2]) == sorted(ids)
     assert pending(wh, recall="m1").n_docs == 1  # by model fingerprint too
     two = pending(wh, max_docs=2)  # equal scores: doc_id decides, so the choice never depends on file hashes
-    assert sorted(d for _, _, docs in two.shards.values() for d in docs) == sorted(ids)[:2]
+    assert sorted(d for v in two.shards.values() for d in v[2]) == sorted(ids)[:2]
     # the shard names are the same for the same choice (a killed run resumes its shards)
     assert sorted(pending(wh, max_docs=2).shards) == sorted(two.shards)
 
@@ -178,13 +178,13 @@ def test_select_pending_highest_score_first_and_skips_extracted(ingested_sample,
         score=pl.col("score").cast(pl.Float32))
     wh.write_shard("recall_scores", "r", "all", rows)
     top = pending(wh, max_docs=2, fp="v")
-    assert sorted(d for _, _, ids in top.shards.values() for d in ids) == sorted([docs[1], docs[3]])
+    assert sorted(d for v in top.shards.values() for d in v[2]) == sorted([docs[1], docs[3]])
     done = pl.DataFrame({"qa_id": ["q"], "doc_id": [docs[1]], "chunk": [0], "question": [None], "answer": [None],
                          "model": ["m"], "prompt_fingerprint": ["p"], "grounding": [None], "status": ["no_pairs"],
-                         "error": [None]}, schema=wh.spec("qa_extracted").schema)
+                         "error": [None], "attempt": [1]}, schema=wh.spec("qa_extracted").schema)
     wh.write_shard("qa_extracted", "v", "s", done)
     nxt = pending(wh, max_docs=2, fp="v")
-    assert sorted(d for _, _, ids in nxt.shards.values() for d in ids) == sorted([docs[3], docs[2]])
+    assert sorted(d for v in nxt.shards.values() for d in v[2]) == sorted([docs[3], docs[2]])
     assert nxt.pending == 3
 
 

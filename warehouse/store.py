@@ -47,6 +47,9 @@ def new_id(prefix: str = "") -> str:
     return f"{prefix}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
 
 
+TEMP_GLOBS = (".tmp-*", ".train-*", ".part-*")  # scratch files of _write_atomic and of fastText training
+
+
 def _write_atomic(path: Path, write) -> Path:
     """`write(tmp)` into a hidden temp file beside `path`, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +109,15 @@ class Warehouse:
             write_parquet_atomic(spec.empty(), path)
         return path
 
+    def sweep_temp(self) -> list[Path]:
+        """Delete the temp files a killed writer left behind (hidden, never read as data). Only
+        safe while holding the warehouse's write lock: then no live writer owns one."""
+        stale = [p for pattern in TEMP_GLOBS for p in self.root.rglob(pattern)
+                 if p.is_file() and "_prefect" not in p.relative_to(self.root).parts]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
+
     # ---- shards ------------------------------------------------------------
     def has_shard(self, table: str, fingerprint: str, shard: str) -> bool:
         return self.shard_path(table, fingerprint, shard).exists()
@@ -127,7 +139,9 @@ class Warehouse:
         fps = [fingerprint] if fingerprint else self.current_fingerprints(table)
         stored = "fingerprint" in self.spec(table).schema  # the table keeps its version itself
         frames = [
-            pl.scan_parquet(self.version_dir(table, fp) / PART_GLOB).with_columns(
+            # shards written before a column was added read it as nulls
+            pl.scan_parquet(self.version_dir(table, fp) / PART_GLOB, schema=self.spec(table).schema,
+                            missing_columns="insert").with_columns(
                 pl.col("fingerprint") if stored else pl.lit(fp).alias("fingerprint")
             )
             for fp in fps

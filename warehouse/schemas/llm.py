@@ -48,7 +48,11 @@ QA_EXTRACTED = TableSpec(
         "grounding": pl.Float32,  # share of the question's words found in the chunk (1.0 = copied)
         "status": pl.String,  # ok | no_pairs | failed | rejected (not on the page, or a duplicate)
         "error": pl.String,
+        # 1, or n for the (n-1)-th `--retry-failed` of a failed chunk: the newest attempt of a chunk
+        # supersedes a failed one in the `qa_extracted` view (qa_extracted_all keeps every attempt)
+        "attempt": pl.Int16,
     },
+    defaults={"attempt": 1},
 )
 
 QA_REFINED = TableSpec(

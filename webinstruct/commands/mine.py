@@ -30,6 +30,9 @@ def mine(
     chunk_chars: Annotated[int, typer.Option(help="Characters per page chunk sent to the LLM")] = 4000,
     max_chunks: Annotated[int, typer.Option(help="Chunks per page at most")] = 6,
     refine: Annotated[bool, typer.Option("--refine/--no-refine", help="Run the refine stage")] = True,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="Send again only the chunks whose last attempt failed (dead server, broken "
+                               "reply); no new pages. The new attempt supersedes the failed row")] = False,
 ) -> None:
     """Extract question-answer pairs from recalled pages, then refine them (reruns are free)."""
     from webinstruct.cli import prefect_ready
@@ -41,8 +44,13 @@ def mine(
 
     settings = ExtractSettings(prompt=prompt, max_docs=max_docs, chunk_chars=chunk_chars, max_chunks=max_chunks,
                                recall_version=recall_fingerprint)
+    if retry_failed:  # the failed chunks belong to the version last run, whatever the defaults here
+        from flows.runtime import last_settings
+        from warehouse import Warehouse
+
+        settings = last_settings(Warehouse(root), "extract", ExtractSettings)
     with llm_session(console, base_url, model, concurrency, max_tokens=max_tokens) as live:
-        summary = extract_flow(data_dir=str(root), llm=live, extract=settings)
+        summary = extract_flow(data_dir=str(root), llm=live, extract=settings, retry_failed=retry_failed)
         if refine:
             refiners = [live.model_copy(update={"model": m}) for m in refine_model] if refine_model else [live]
             summary["refine"] = refine_flow(data_dir=str(root), refiners=refiners)["refine"]
@@ -53,6 +61,8 @@ def print_summary(summary: dict) -> None:
     if summary.get("warning"):
         console.print(f"[yellow]warning:[/] {summary['warning']}")
     x = summary
+    if x.get("retried_chunks"):
+        console.print(f"[green]retry[/] {x['retried_chunks']} failed chunk(s) sent again")
     console.print(
         f"[green]extract[/] version {x['fingerprint']} ({x['model']}): {x['docs']} new page(s), "
         f"{x['pairs']} pair(s); {x['no_pairs']} chunk(s) without pairs, {x['rejected']} rejected, "
