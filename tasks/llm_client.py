@@ -341,7 +341,7 @@ class LLMClient:
     async def _complete(self, replicas: list[_Replica], req: LLMRequest, messages: list[dict]) -> _Reply:
         """Send until a reply arrives, a non-retryable error, or the retries are spent."""
         s = self.settings
-        attempt = 0
+        attempt, unreachable_since = 0, None
         while True:
             attempt += 1
             now = time.monotonic()
@@ -374,6 +374,7 @@ class LLMClient:
                 cause = exc.__cause__ or exc
                 status, error, retryable = "connection_error", f"{type(cause).__name__}: {cause}"[:300], True
                 rep.down_until = time.monotonic() + 2.0
+                unreachable_since = unreachable_since or time.monotonic()
                 if time.monotonic() - self._last_alive > s.server_down_after_s:
                     raise ServerUnavailable(unavailable_message(
                         [f"no connection to {', '.join(s.base_urls)} for {s.server_down_after_s:g}s ({error})"]))
@@ -381,7 +382,10 @@ class LLMClient:
                 status, error, retryable = "bad_response", f"{type(exc).__name__}: {exc}"[:300], True
             finally:
                 rep.inflight -= 1
-            if not retryable or attempt > s.max_retries:
+            # A server that restarts (a model loads for a minute) costs no request: while it is
+            # unreachable for less than server_down_after_s the retries do not run out.
+            restarting = status == "connection_error" and time.monotonic() - unreachable_since < s.server_down_after_s
+            if not retryable or (attempt > s.max_retries and not restarting):
                 return _Reply(status, None, f"{error} (after {attempt} attempt{'s' * (attempt > 1)})",
                               attempts=attempt, base_url=rep.url)
             await asyncio.sleep(self._delay(attempt, retry_after))

@@ -14,8 +14,13 @@ user's own `duckdb -readonly catalog.duckdb` never meets a writer either.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import duckdb
 
@@ -25,6 +30,10 @@ from warehouse.store import PART_GLOB, Warehouse
 # Statement types an inspection query may contain; everything else (DDL, COPY, ATTACH,
 # SET, INSTALL/LOAD, PRAGMA, CALL, ...) is refused before it reaches the engine.
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
+# EXPLAIN ANALYZE runs its statement (`EXPLAIN ANALYZE COPY ... TO` would write a file): the
+# statement after this prefix (comments, ANALYZE, options) must be read-only too.
+_EXPLAIN_PREFIX = re.compile(r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*explain\b\s*"
+                             r"(?:(?:--[^\n]*\n|/\*.*?\*/|analy[sz]e\b|\([^)]*\))\s*)*", re.I | re.S)
 # Views across tables (documents -> dataset), defined in SQL beside this module.
 LINEAGE_SQL = (Path(__file__).with_name("lineage.sql")).read_text(encoding="utf-8")
 
@@ -61,6 +70,15 @@ def _union(wh: Warehouse, table: str, fps: list[str]) -> str:
     return "\nUNION ALL BY NAME\n".join(_version_select(wh, table, fp) for fp in fps)
 
 
+def _latest_attempts(spec, select: str) -> str:
+    """A failed row superseded by a newer attempt of the same unit (`--retry-failed`) is left out."""
+    if not spec.attempt_key:
+        return select
+    att = "coalesce(attempt, 1)"
+    return (f"SELECT * FROM ({select}) QUALIFY status <> 'failed' OR {att} = "
+            f"max({att}) OVER (PARTITION BY fingerprint, {', '.join(spec.attempt_key)})")
+
+
 def view_statements(wh: Warehouse) -> list[str]:
     stmts = []
     stage_runs = wh.manifest("stage_runs")  # read once, not once per table
@@ -74,29 +92,36 @@ def view_statements(wh: Warehouse) -> list[str]:
         versions = wh.versions(name)
         cur = [fp for fp in wh.current_fingerprints(name, stage_runs) if fp in versions]
         current.update(cur)
-        stmts.append(f"CREATE OR REPLACE VIEW {name} AS {_union(wh, name, cur)}")
+        stmts.append(f"CREATE OR REPLACE VIEW {name} AS {_latest_attempts(spec, _union(wh, name, cur))}")
         stmts.append(f"CREATE OR REPLACE VIEW {name}_all AS {_union(wh, name, versions)}")
     stmts.append(VERSIONS_SQL.replace("{current}", ", ".join(f"'{fp}'" for fp in sorted(current)) or "NULL"))
     stmts.append(LINEAGE_SQL)
     return stmts
 
 
-def connect(wh: Warehouse) -> duckdb.DuckDBPyConnection:
+@contextmanager
+def connect(wh: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory connection with every view, locked down to reading the warehouse."""
+    # DuckDB adds its spill folder to the allowed ones (by default ./.tmp of the working directory,
+    # someone else's files): give it a fresh one of its own, made only if a query spills.
+    spill = Path(tempfile.gettempdir()) / f"webinstruct-duckdb-{uuid.uuid4().hex}"
     con = duckdb.connect(":memory:")
-    for stmt in view_statements(wh):
-        con.execute(stmt)
-    con.execute(f"SET allowed_directories=[{_q(wh.root)}]")
-    con.execute("SET enable_external_access=false")
-    con.execute("SET lock_configuration=true")
-    return con
+    try:
+        for stmt in view_statements(wh):
+            con.execute(stmt)
+        con.execute(f"SET temp_directory={_q(spill)}")
+        con.execute(f"SET allowed_directories=[{_q(wh.root)}]")
+        con.execute("SET enable_external_access=false")
+        con.execute("SET lock_configuration=true")
+        yield con
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise ReadOnlyViolation(f"could not parse query: {exc}") from exc
+    """Refuse anything but reads; a query DuckDB cannot parse raises its ParserException."""
+    statements = con.extract_statements(sql)
     if not statements:
         raise ReadOnlyViolation("empty query")
     for st in statements:
@@ -106,16 +131,21 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
                 f"{kind} statements are not allowed: `webinstruct sql` is read-only "
                 "(SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"
             )
+        if kind == "EXPLAIN":
+            prefix = _EXPLAIN_PREFIX.match(st.query)
+            if prefix is None:
+                raise ReadOnlyViolation("EXPLAIN of a statement that cannot be checked is not allowed")
+            check_read_only(con, st.query[prefix.end():])
 
 
 def query(wh: Warehouse, sql: str):
     """Run a read-only query and return a polars DataFrame of the last statement's result."""
-    con = connect(wh)
-    try:
+    with connect(wh) as con:
         check_read_only(con, sql)
         statements = con.extract_statements(sql)
-        for st in statements[:-1]:
+        for st in statements[:-1]:  # run to the end for their errors; only the last one's rows are shown
             con.execute(st)
+            con.complete()
         rel = con.sql(statements[-1].query)
         # polars cannot import INTERVAL columns (e.g. finished_at - started_at): show them as text.
         intervals = [c for c, t in zip(rel.columns, rel.types) if str(t) == "INTERVAL"]
@@ -123,8 +153,6 @@ def query(wh: Warehouse, sql: str):
             rel = rel.project(", ".join(
                 f'CAST("{c}" AS VARCHAR) AS "{c}"' if c in intervals else f'"{c}"' for c in rel.columns))
         return rel.pl()
-    finally:
-        con.close()
 
 
 def write_catalog(wh: Warehouse) -> Path:

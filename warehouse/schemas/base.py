@@ -17,6 +17,9 @@ class TableSpec:
     columns_doc: dict[str, str] = field(default_factory=dict)
     # Values of columns added after a table's first release, for writers that do not set them.
     defaults: dict[str, object] = field(default_factory=dict)
+    # Tables retried in place (`attempt` column): the key of one retried unit. The table's view shows
+    # a failed row only while no newer attempt of its unit exists; <name>_all shows every attempt.
+    attempt_key: tuple[str, ...] = ()
 
     def empty(self) -> pl.DataFrame:
         return pl.DataFrame(schema=self.schema)

@@ -53,6 +53,7 @@ QA_EXTRACTED = TableSpec(
         "attempt": pl.Int16,
     },
     defaults={"attempt": 1},
+    attempt_key=("doc_id", "chunk"),
 )
 
 QA_REFINED = TableSpec(

@@ -27,9 +27,7 @@ def register(app: typer.Typer) -> None:
         format: Annotated[str, typer.Option("--format", help="Export format: parquet | jsonl")] = "parquet",
     ) -> None:
         """Deduplicate and decontaminate refined pairs into `dataset` (only shards not done yet)."""
-        root = prefect_ready()
-        from flows.curate import curate_flow
-        from flows.settings import CurateSettings, ExportSettings
+        from flows.settings import CurateSettings, ExportSettings  # no Prefect: bad settings fail fast
         from webinstruct import ui
 
         bundled = [b for b in benchmark or [] if ":" not in b]
@@ -37,9 +35,12 @@ def register(app: typer.Typer) -> None:
                                   dedup_threshold=threshold, per_model=per_model, benchmarks=bundled or None,
                                   extra_benchmarks=[b for b in benchmark or [] if ":" in b],
                                   decontaminate_documents=documents)
+        export = ExportSettings(dir=export_dir, format=format)
+        root = prefect_ready()
+        from flows.curate import curate_flow
+
         with ui.progress_bars(console):
-            summary = curate_flow(data_dir=str(root), curate=settings,
-                                  export=ExportSettings(dir=export_dir, format=format))
+            summary = curate_flow(data_dir=str(root), curate=settings, export=export)
         console.print(
             f"[green]curate[/] {summary.get('pairs', 0)} new pair(s): "
             f"{summary.get('duplicates_dropped', 0)} duplicate(s) "
@@ -55,10 +56,10 @@ def register(app: typer.Typer) -> None:
                format: Annotated[str, typer.Option("--format", "-f", help="parquet | jsonl")] = "parquet") -> None:
         """Write the current `dataset` with a dataset card (README.md) to OUT."""
         from tasks.export import export_dataset, funnel
+        from webinstruct.options import UserError
 
         if format not in ("parquet", "jsonl"):
-            console.print(f"[red]unknown format {format!r}[/] (parquet, jsonl)")
-            raise typer.Exit(2)
+            raise UserError(f"unknown format {format!r}", "use --format parquet or jsonl")
         wh = warehouse()
         e = export_dataset(wh, out, format)
         _print_funnel(funnel(wh).to_dicts())

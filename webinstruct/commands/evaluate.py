@@ -37,29 +37,24 @@ def evaluate(
     """Score the labelled pages with the recall models and write `quality_evals` (ROC-AUC, PR-AUC, P/R/F1)."""
     import polars as pl
 
-    from tasks.labelled_pages import LabelledSetError
     from tasks.quality_eval import run_eval
     from warehouse.catalog import write_catalog
     from webinstruct import ui
     from webinstruct.cli import prefect_ready, warehouse
 
     wh = warehouse()
-    try:
-        if extract:
-            prefect_ready()
-            from flows.runtime import last_settings
-            from flows.settings import ExtractSettings
-            from tasks.llm_client import LLMSettings
+    if extract:
+        prefect_ready()
+        from flows.runtime import last_settings
+        from flows.settings import ExtractSettings
+        from tasks.llm_client import LLMSettings
 
-            saved = last_settings(wh, "extract_llm", LLMSettings)  # the server extraction last used
-            with llm_session(console, base_url or saved.base_urls, model or saved.model, concurrency) as live:
-                rows = run_eval(wh, labels=labels, warcs=warc, version=version, max_pages=max_pages,
-                                extract=(live, last_settings(wh, "extract", ExtractSettings)))
-        else:
-            rows = run_eval(wh, labels=labels, warcs=warc, version=version)
-    except (LabelledSetError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]eval failed:[/] {exc}")
-        raise typer.Exit(2)
+        saved = last_settings(wh, "extract_llm", LLMSettings)  # the server extraction last used
+        with llm_session(console, base_url or saved.base_urls, model or saved.model, concurrency) as live:
+            rows = run_eval(wh, labels=labels, warcs=warc, version=version, max_pages=max_pages,
+                            extract=(live, last_settings(wh, "extract", ExtractSettings)))
+    else:
+        rows = run_eval(wh, labels=labels, warcs=warc, version=version)
     write_catalog(wh)
     out = Console(soft_wrap=True)
     rec = rows.filter(pl.col("stage") == "recall").select(RECALL_COLUMNS).with_columns(

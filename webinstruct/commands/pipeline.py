@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from tasks.llm_settings import DEFAULT_MODEL
-from webinstruct.options import BaseUrlOption, ModelOption, llm_session
+from webinstruct.options import BaseUrlOption, ModelOption, UserError, check_inputs, llm_session
 
 SAMPLE_CRAWL = Path(__file__).resolve().parents[2] / "data" / "sample" / "crawl"
 
@@ -21,25 +21,21 @@ RefineModel = Annotated[Optional[list[str]], typer.Option(
 def _run_pipeline(console: Console, paths: list[str], base_url, model, refine_model, max_docs,
                   export_dir: Path, recall: dict | None = None, domains: dict | None = None,
                   extract: dict | None = None, llm: dict | None = None) -> dict:
+    from flows.settings import CrawlSource, DomainSettings, ExportSettings, ExtractSettings, RecallSettings
     from webinstruct import cli
 
-    root = cli.prefect_ready()
-    from tasks.ingest import expand_inputs
-
-    try:
-        expand_inputs(paths)  # a missing input is reported before any server or flow run starts
-    except FileNotFoundError as exc:
-        console.print(f"[red]run failed:[/] {exc}")
-        raise typer.Exit(2)
-    from flows.pipeline import pipeline_flow
-    from flows.settings import CrawlSource, DomainSettings, ExportSettings, ExtractSettings, RecallSettings
-
+    # Inputs, settings and the server are checked before Prefect loads (it takes seconds).
+    settings = dict(source=CrawlSource(paths=paths), recall=RecallSettings(**(recall or {})),
+                    domains=DomainSettings(**(domains or {})),
+                    extract=ExtractSettings(max_docs=max_docs, **(extract or {})),
+                    export=ExportSettings(dir=str(export_dir)))
+    check_inputs(paths)
     with llm_session(console, base_url, model, None, **(llm or {})) as live:
+        root = cli.prefect_ready()
+        from flows.pipeline import pipeline_flow
+
         refiners = [live.model_copy(update={"model": m}) for m in refine_model] if refine_model else None
-        return pipeline_flow(source=CrawlSource(paths=paths), data_dir=str(root), llm=live, refiners=refiners,
-                             recall=RecallSettings(**(recall or {})), domains=DomainSettings(**(domains or {})),
-                             extract=ExtractSettings(max_docs=max_docs, **(extract or {})),
-                             export=ExportSettings(dir=str(export_dir)))
+        return pipeline_flow(data_dir=str(root), llm=live, refiners=refiners, **settings)
 
 
 def _print_outcome(console: Console, export_dir: Path, seconds: float) -> None:
@@ -137,7 +133,7 @@ def register(app: typer.Typer) -> None:
         from webinstruct import cli
 
         _configure_serving()
-        root = cli.prefect_ready()
+        root = cli.prefect_ready(serving=True)
         _serve(root, watch, cron, listing_base, name, base_url, model)
 
     @app.command()
@@ -149,7 +145,7 @@ def register(app: typer.Typer) -> None:
         from webinstruct import cli
 
         _configure_serving()
-        root = cli.prefect_ready()
+        root = cli.prefect_ready(serving=True)
         from webinstruct.prefect_server import PrefectServer
 
         console = Console(stderr=True, soft_wrap=True)
@@ -171,8 +167,8 @@ def _serve(root: Path, watch, cron, listing_base, name, base_url, model) -> None
 
     console = Console(stderr=True, soft_wrap=True)
     if not os.environ.get("PREFECT_API_URL"):
-        console.print("[red]no Prefect server:[/] set PREFECT_API_URL, or run `webinstruct ui` (it starts one)")
-        raise typer.Exit(2)
+        raise UserError("no Prefect server to register the deployments with",
+                        "set PREFECT_API_URL, or run `webinstruct ui` (it starts one)")
     settings = settings_from_cli(base_url, model, None)
     # The embedded LLM server lives as long as the deployments are served (when it is the default and down).
     with ensure_server(settings) as live:

@@ -46,24 +46,19 @@ def recall(
     """Score every ingested page with fastText, label domains with an LLM, retrain, rescore."""
     from webinstruct.cli import prefect_ready
 
+    from flows.settings import DomainSettings, RecallSettings  # no Prefect: bad settings fail fast
+
+    languages = None if language and "any" in language else (language or ["en"])
+    settings = RecallSettings(seeds=seeds, dim=dim, epoch=epoch, lr=lr, word_ngrams=word_ngrams,
+                              neg_sample=neg_sample, threshold=threshold, languages=languages,
+                              rounds=rounds, retrain=retrain)
+    domain_settings = DomainSettings(enabled=domains, min_domain_docs=min_domain_docs,
+                                     max_llm_domains=max_llm_domains, overrides=domain_overrides)
     root = prefect_ready()
-    import pydantic
-
     from flows.recall import recall_flow
-    from flows.settings import DomainSettings, RecallSettings
 
-    try:
-        languages = None if language and "any" in language else (language or ["en"])
-        settings = RecallSettings(seeds=seeds, dim=dim, epoch=epoch, lr=lr, word_ngrams=word_ngrams,
-                                  neg_sample=neg_sample, threshold=threshold, languages=languages,
-                                  rounds=rounds, retrain=retrain)
-        domain_settings = DomainSettings(enabled=domains, min_domain_docs=min_domain_docs,
-                                         max_llm_domains=max_llm_domains, overrides=domain_overrides)
-        with llm_session(console, base_url, model, concurrency) as live:
-            summary = recall_flow(data_dir=str(root), recall=settings, domains=domain_settings, llm=live)
-    except (ValueError, FileNotFoundError, pydantic.ValidationError) as exc:
-        console.print(f"[red]recall failed:[/] {exc}")
-        raise typer.Exit(2)
+    with llm_session(console, base_url, model, concurrency) as live:
+        summary = recall_flow(data_dir=str(root), recall=settings, domains=domain_settings, llm=live)
     print_summary(summary)
 
 

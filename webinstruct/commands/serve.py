@@ -29,8 +29,9 @@ def serve(
     vllm_arg: Annotated[Optional[list[str]], typer.Option(help="vllm: extra argument, repeatable")] = None,
 ) -> None:
     """Serve an OpenAI-compatible LLM until Ctrl-C; stages use it (or any server, via --base-url)."""
-    from tasks.llm_client import DEFAULT_MODEL, ServerUnavailable
+    from tasks.llm_client import DEFAULT_MODEL
     from webinstruct import llm_server
+    from webinstruct.options import UserError
 
     stop = threading.Event()
     try:
@@ -40,20 +41,15 @@ def serve(
                                                model_name=served_model_name or DEFAULT_MODEL)
         elif engine == "vllm":
             if not model:
-                console.print("[red]--model is required with --engine vllm[/]")
-                raise typer.Exit(2)
+                raise UserError("--model is required with --engine vllm", "name a model path or hub id: --model ID")
             server = llm_server.VLLMServer(model, port=port, host=host, served_model_name=served_model_name,
                                            tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
                                            extra_args=vllm_arg or [])
         else:
-            console.print(f"[red]unknown engine {engine!r}[/] (embedded, vllm)")
-            raise typer.Exit(2)
+            raise UserError(f"unknown engine {engine!r}", "use --engine embedded or vllm")
         if engine == "vllm":
             console.print(f"starting vLLM: {' '.join(server.command())}")
         server.start()
-    except ServerUnavailable as exc:
-        console.print(f"[red]cannot serve:[/] {exc}")
-        raise typer.Exit(1)
     except KeyboardInterrupt:  # Ctrl-C while a (vLLM) server starts: start() already stopped it
         console.print("stopped")
         raise typer.Exit(130)
