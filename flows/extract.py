@@ -98,5 +98,6 @@ def extract_flow(
 
             summary["refine"] = run_stage(
                 refine_flow, data_dir=str(wh.root), refiners=last_settings(wh, "refiners", LLMSettings, [llm]),
-                refine=last_settings(wh, "refine", RefineSettings), downstream=True, run_id=rid)
+                refine=last_settings(wh, "refine", RefineSettings), downstream=True, retry_failed=retry_failed,
+                run_id=rid)
     return summary

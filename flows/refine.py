@@ -23,8 +23,8 @@ from warehouse import Warehouse
 
 @task(name="refine-shard", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def refine_shard_task(data_dir: str, settings: LLMSettings, params: rf.RefineParams, fp: str, extract_fp: str,
-                      shard: str, label: str) -> dict:
-    stats = rf.refine_shard(Warehouse(data_dir), settings, params, fp, extract_fp, shard)
+                      shard: str, label: str, retry: Optional[tuple[str, list[str], int]] = None) -> dict:
+    stats = rf.refine_shard(Warehouse(data_dir), settings, params, fp, extract_fp, shard, retry=retry)
     progress(label, stats.get("pairs", 0))
     return stats
 
@@ -46,6 +46,8 @@ def refine_flow(
         "and gives its own qa_refined version")),
     refine: RefineSettings = Field(RefineSettings(), description="Refinement prompt and input size"),
     downstream: bool = Field(False, description="Then curate (dedup, decontaminate, dataset, export) with the settings it last ran with"),
+    retry_failed: bool = Field(False, description=(
+        "Also send again the pairs whose last refinement failed (server down, broken reply)")),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:
     """Refine extracted pairs with one or more LLMs: formatting, missing steps, self-contained questions."""
@@ -63,24 +65,29 @@ def refine_flow(
             raise ValueError(f"two refiners have the same settings (model {s.model!r}); give each its own "
                              "model or temperature")
         done = set(wh.shard_ids("qa_refined", fp))
-        plans.append((s, fp, [x for x in shards if x not in done]))
-    for s, _, todo in plans:  # fail fast, before any task; nothing to do needs no server
+        retries = rf.failed_refinements(wh, fp) if retry_failed else {}
+        plans.append((s, fp, [x for x in shards if x not in done] + sorted(retries), retries))
+    for s, _, todo, _ in plans:  # fail fast, before any task; nothing to do needs no server
         if todo:
             LLMClient(s, wh).check_server()
     summary: dict = {"extract_fingerprint": xfp, "refine": []}
-    run_params = {"refine": refine.model_dump(), "models": [s.model for s in refiners]}
+    run_params = {"refine": refine.model_dump(), "models": [s.model for s in refiners], "retry_failed": retry_failed}
     with pipeline_run(wh, "refine", run_params, run_id) as rid:
         remember_settings(wh, refine=refine, refiners=refiners)
-        for settings, fp, todo in plans:
+        for settings, fp, todo, retries in plans:
             label = f"refine {settings.model}"[:24]
-            n_pairs = (pl.read_parquet([wh.shard_path("qa_extracted", xfp, x) for x in todo], columns=["status"])
-                       .filter(pl.col("status") == "ok").height if todo else 0)
+            fresh = [x for x in todo if x not in retries]
+            n_pairs = sum(len(v[1]) for v in retries.values()) + (
+                pl.read_parquet([wh.shard_path("qa_extracted", xfp, x) for x in fresh], columns=["status"])
+                .filter(pl.col("status") == "ok").height if fresh else 0)
             progress(label, 0, n_pairs)
             with stage(wh, run_id=rid, name=rf.STAGE, fingerprint=fp, outputs=["qa_refined", "llm_calls"],
                        params={"model": settings.model, "base_urls": settings.base_urls, "prompt": refine.prompt,
-                               "temperature": settings.temperature, "max_tokens": settings.max_tokens},
+                               "temperature": settings.temperature, "max_tokens": settings.max_tokens,
+                               "retry_failed": retry_failed},
                        upstream=[xfp], code_version=rf.CODE_VERSION) as sr:
-                res = run_shards(refine_shard_task, [(str(wh.root), settings, rparams, fp, xfp, x, label) for x in todo],
+                res = run_shards(refine_shard_task, [(str(wh.root), settings, rparams, fp, xfp, x, label, retries.get(x))
+                                                     for x in todo],
                                  f"refine with {settings.model}")
                 sr.add(shards_total=len(shards), shards_done=len(todo), shards_skipped=len(shards) - len(todo),
                        rows_in=n_pairs, rows_out=total(res, "pairs"))

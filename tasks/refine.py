@@ -70,14 +70,42 @@ def reply_budget(question: str, answer: str, max_tokens: int) -> int:
     return max(128, min(max_tokens, 2 * (len(question) + len(answer)) // 3 + 192))
 
 
+RETRY = "-refine-retry"  # a retry shard is named <extraction shard>-refine-retry<attempt>-<hash>
+
+
+def failed_refinements(wh: Warehouse, fp: str) -> dict[str, tuple[str, list[str], int]]:
+    """`--retry-failed`: retry shard -> (its extraction shard, qa_ids whose newest attempt failed,
+    attempt). Named by the pairs they retry, so a killed retry resumes its own journal."""
+    if fp not in wh.versions("qa_refined"):
+        return {}
+    att = pl.col("attempt").fill_null(1)
+    rows = (pl.scan_parquet(wh.version_dir("qa_refined", fp) / "part-*.parquet", schema=wh.spec("qa_refined").schema,
+                            missing_columns="insert", include_file_paths="_path")
+            .with_columns(att.alias("attempt"), pl.col("_path").str.extract(r"part-(.+)\.parquet$")
+                          .str.split(RETRY).list.first().alias("_source"))
+            .group_by("refined_id").agg(pl.col("qa_id", "_source").first(), pl.col("attempt").max(),
+                                        failed=(pl.col("status") == "failed").filter(att == att.max()).all())
+            .filter(pl.col("failed")).sort("qa_id").collect())
+    out = {}
+    for (source,), grp in rows.group_by(["_source"], maintain_order=True):
+        ids, attempt = grp["qa_id"].to_list(), int(grp["attempt"].max()) + 1
+        out[f"{source}{RETRY}{attempt}-{content_hash(chr(10).join(ids), 8)}"] = (source, ids, attempt)
+    return out
+
+
 def refine_shard(wh: Warehouse, settings: LLMSettings, params: RefineParams, fp: str, extract_fp: str,
-                 shard: str, client_factory: Callable[[LLMSettings, Warehouse], LLMClient] = LLMClient) -> dict:
-    """Refine the ok pairs of one qa_extracted shard with one refiner; returns counters."""
+                 shard: str, client_factory: Callable[[LLMSettings, Warehouse], LLMClient] = LLMClient,
+                 retry: tuple[str, list[str], int] | None = None) -> dict:
+    """Refine the ok pairs of one qa_extracted shard with one refiner; returns counters. `retry`
+    (extraction shard, qa_ids, attempt) refines only those pairs again, into a shard of its own."""
     if wh.has_shard("qa_refined", fp, shard):
         return {"shard": shard, "skipped": True}
     prompt = ChatPrompt.load(params.prompt)
-    pairs = (wh.read_shard("qa_extracted", extract_fp, shard).filter(pl.col("status") == "ok")
+    source, only, attempt = retry or (shard, None, 1)
+    pairs = (wh.read_shard("qa_extracted", extract_fp, source).filter(pl.col("status") == "ok")
              .select("qa_id", "doc_id", "question", "answer"))
+    if only is not None:
+        pairs = pairs.filter(pl.col("qa_id").is_in(only))
     requests, sent = [], []
     for p in pairs.iter_rows(named=True):
         q, a = _fit(p["question"], p["answer"], params.max_input_chars)
@@ -106,7 +134,7 @@ def refine_shard(wh: Warehouse, settings: LLMSettings, params: RefineParams, fp:
             else:
                 row.update(question=p["question"], answer=p["answer"], status="unrefined", error=reason)
         rows.append(row)
-    df = pl.DataFrame(rows, schema=wh.spec("qa_refined").schema)
+    df = pl.DataFrame(rows, schema=wh.spec("qa_refined").schema).with_columns(attempt=pl.lit(attempt, pl.Int16))
     wh.write_shard("qa_refined", fp, shard, df)
     by_status = {s: int((df["status"] == s).sum()) for s in ("ok", "unrefined", "failed")}
     return {"shard": shard, "skipped": False, "pairs": pairs.height, **by_status,

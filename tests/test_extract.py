@@ -216,7 +216,7 @@ def test_extract_real_pages_then_rerun_costs_no_calls(ingested_sample, copy_ware
     empty_id = page(wh, EMPTY_PAGE)["doc_id"]
     write_recall(wh, [*ids.values(), empty_id], 2, "m")
     settings = llm_server.model_copy(update={"max_tokens": 192})
-    params = ex.ExtractParams(clean=CleanParams(chunk_chars=1200, overlap_chars=150))
+    params = ex.ExtractParams(clean=CleanParams(chunk_chars=1200, overlap_chars=150, max_chunks=2))
 
     fp, inp, stats, calls = run_extract(wh, settings, params)
     out = wh.scan("qa_extracted", fp).collect()

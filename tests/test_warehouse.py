@@ -118,3 +118,15 @@ def test_catalog_file_has_views_and_is_replaced_atomically(data_dir):
     con = duckdb.connect(str(path), read_only=True)
     assert con.sql("select count(*) from documents").fetchall() == [(2,)]
     con.close()
+
+
+def test_shards_from_before_a_column_existed_read_it_as_null(data_dir):
+    """qa_extracted gained `attempt`: a warehouse written before it still queries, in SQL and in polars."""
+    wh = Warehouse(data_dir)
+    schema = {c: t for c, t in wh.spec("qa_extracted").schema.items() if c != "attempt"}
+    old = pl.DataFrame([{"qa_id": "q1", "doc_id": "d1", "chunk": 0, "status": "ok"}], schema=schema)
+    path = wh.shard_path("qa_extracted", "oldversion", "s0")
+    path.parent.mkdir(parents=True)
+    old.write_parquet(path)
+    assert query(wh, "select qa_id, attempt from qa_extracted_all").rows() == [("q1", None)]
+    assert wh.scan("qa_extracted", "oldversion").select("qa_id", "attempt").collect().rows() == [("q1", None)]

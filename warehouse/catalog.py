@@ -60,7 +60,8 @@ def _version_select(wh: Warehouse, table: str, fp: str) -> str:
     glob = wh.version_dir(table, fp) / PART_GLOB
     # Tables that already store their version (llm_calls, recall_models) keep their own column.
     extra = "" if "fingerprint" in wh.spec(table).schema else f", '{fp}' AS fingerprint"
-    return f"SELECT *{extra} FROM read_parquet({_q(glob)}, union_by_name=true)"
+    # The table's empty file joins the union so shards written before a column existed read it as NULL.
+    return f"SELECT *{extra} FROM read_parquet([{_q(glob)}, {_q(wh.empty_file(table))}], union_by_name=true)"
 
 
 def _union(wh: Warehouse, table: str, fps: list[str]) -> str:

@@ -137,14 +137,19 @@ def test_throttled_then_erroring_for_a_while(server, recalled, baseline, tmp_pat
 def test_garbage_replies_fail_their_rows_and_retry_failed_sends_only_those(server, recalled, baseline, tmp_path,
                                                                            reliability):
     root = copy_of(recalled, tmp_path)
-    broken: set[str] = set()
+    broken: dict[str, set[str]] = {"ExtractReply": set(), "RefineReply": set()}
+    quota = {"ExtractReply": 3, "RefineReply": 2}
+    first_turn = {"ExtractReply": "Title:", "RefineReply": "Question:"}
 
     def garbage(kind, n, body):
-        msg = scripted_model._user(body)  # a chunk ("Title: ..."), or the client's request to repair a reply
+        if kind not in broken:
+            return None
+        msg = scripted_model._user(body)  # a chunk or pair, or the client's request to repair a reply
         asked = {m.get("content") for m in body["messages"] if m.get("role") == "user"}
-        if kind == "ExtractReply" and (asked & broken or (len(broken) < 3 and msg.startswith("Title:"))):
-            broken.update({msg} if msg.startswith("Title:") else set())
-            return ok(content="Sure! Here are the pairs you asked for: question one... {not json")
+        fresh = msg.startswith(first_turn[kind]) and len(broken[kind]) < quota[kind]
+        if asked & broken[kind] or fresh:
+            broken[kind].update({msg} if fresh else set())
+            return ok(content="Sure! Here is what you asked for: question one... {not json")
         return None
 
     server.faults.set(garbage)
@@ -152,18 +157,23 @@ def test_garbage_replies_fail_their_rows_and_retry_failed_sends_only_those(serve
     server.faults.set(None)
     wh = Warehouse(root)
     failed = query(wh, "select doc_id, chunk, error from qa_extracted where status = 'failed'")
+    failed_refined = first["refine"]["refine"][0]["failed"]
     before = server.completions()
     retry = extract_down(server, root, retry_failed=True)
     resent = server.completions() - before
-    still = query(wh, "select count(*) as n from qa_extracted where status = 'failed'")["n"][0]
+    new_pairs = query(wh, "select count(*) as n from qa_extracted where attempt = 2 and status = 'ok'")["n"][0]
+    still = query(wh, "select (select count(*) from qa_extracted where status = 'failed') + "
+                      "(select count(*) from qa_refined where status = 'failed') as n")["n"][0]
     kept = query(wh, "select count(*) as n from qa_extracted_all where status = 'failed'")["n"][0]
     same = dataset(root).equals(baseline["dataset"])
-    reliability("garbage (not JSON) replies for 3 extraction chunks, then `--retry-failed`",
-                "those rows fail with their reason and the stage completes; the retry sends only those chunks; "
-                "the dataset then equals a run without garbage",
-                f"first run completed with {failed.height} failed rows ({failed['error'][0][:70]!r}...); retry "
-                f"sent {resent} requests for {retry['retried_chunks']} chunks; failed rows in qa_extracted now "
-                f"{still} (kept in qa_extracted_all: {kept}); dataset identical: {same}")
-    assert first["failed"] == failed.height == 3 and "parse" in failed["error"][0]
-    assert retry["retried_chunks"] == 3 and resent == 3 and retry["docs"] <= 3
+    reliability("garbage (not JSON) replies for 3 extraction chunks and 2 refinements, then `--retry-failed`",
+                "those rows fail with their reason and the stages complete; the retry sends only those (and "
+                "refines the pairs the retried chunks give); the dataset then equals a run without garbage",
+                f"first run completed with {failed.height} failed extraction rows ({failed['error'][0][:60]!r}...) "
+                f"and {failed_refined} failed refinements; the retry sent {resent} requests = 3 chunks + 2 "
+                f"refinements + {new_pairs} new pairs; failed rows left in the views: {still} (kept in "
+                f"qa_extracted_all: {kept}); dataset identical: {same}")
+    assert first["failed"] == failed.height == 3 and "parse" in failed["error"][0] and failed_refined == 2
+    assert retry["retried_chunks"] == 3 and retry["docs"] <= 3
+    assert resent == 3 + 2 + new_pairs
     assert still == 0 and kept == 3 and same

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import html
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.fake_llm_server import FakeLLMServer
 from tests.faults import bad_warcs as bw
 from tests.faults import scripted_model
 from warehouse import Warehouse

@@ -73,7 +73,10 @@ QA_REFINED = TableSpec(
         # failed or the reply was empty or invalid; question/answer are null)
         "status": pl.String,
         "error": pl.String,
+        "attempt": pl.Int16,  # as in qa_extracted: a `--retry-failed` of a failed refinement is attempt 2...
     },
+    defaults={"attempt": 1},
+    attempt_key=("refined_id",),
 )
 
 SPECS = [LLM_CALLS, QA_EXTRACTED, QA_REFINED]

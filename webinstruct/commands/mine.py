@@ -31,8 +31,8 @@ def mine(
     max_chunks: Annotated[int, typer.Option(help="Chunks per page at most")] = 6,
     refine: Annotated[bool, typer.Option("--refine/--no-refine", help="Run the refine stage")] = True,
     retry_failed: Annotated[bool, typer.Option(
-        "--retry-failed", help="Send again only the chunks whose last attempt failed (dead server, broken "
-                               "reply); no new pages. The new attempt supersedes the failed row")] = False,
+        "--retry-failed", help="Send again only the chunks (and refinements) whose last attempt failed (dead "
+                               "server, broken reply); no new pages. The new attempt supersedes the failed row")] = False,
 ) -> None:
     """Extract question-answer pairs from recalled pages, then refine them (reruns are free)."""
     from webinstruct.cli import prefect_ready
@@ -53,7 +53,7 @@ def mine(
         summary = extract_flow(data_dir=str(root), llm=live, extract=settings, retry_failed=retry_failed)
         if refine:
             refiners = [live.model_copy(update={"model": m}) for m in refine_model] if refine_model else [live]
-            summary["refine"] = refine_flow(data_dir=str(root), refiners=refiners)["refine"]
+            summary["refine"] = refine_flow(data_dir=str(root), refiners=refiners, retry_failed=retry_failed)["refine"]
     print_summary(summary)
 
 
