@@ -33,6 +33,7 @@ def many_files(tmp_path, sample_crawl) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_a_second_run_waits_for_the_warehouse_lock(data_dir, sample_crawl, tmp_path, reliability):
     from flows.runtime import warehouse_lock
 
