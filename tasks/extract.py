@@ -229,11 +229,14 @@ def _prefix(inp: ExtractInput, dfp: str, dshard: str) -> str:
     return dshard if len(inp.documents_fps) == 1 else f"{dfp[:8]}-{dshard}"
 
 
-def latest_attempts(lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Per (doc_id, chunk): its newest attempt's number and whether that attempt failed."""
+def newest_failed(lf: pl.LazyFrame, key: list[str], carry: list[str] = ()) -> pl.LazyFrame:
+    """The units (`key`) of a retried table whose newest attempt failed, with that attempt's number
+    and the first value of each `carry` column (rows from before `attempt` existed are attempt 1)."""
     att = pl.col("attempt").fill_null(1)
-    return (lf.with_columns(att.alias("attempt")).group_by("doc_id", "chunk")
-            .agg(pl.col("attempt").max(), failed=(pl.col("status") == "failed").filter(att == att.max()).all()))
+    return (lf.with_columns(att.alias("attempt")).group_by(key)
+            .agg(*[pl.col(c).first() for c in carry], pl.col("attempt").max(),
+                 failed=(pl.col("status") == "failed").filter(att == att.max()).all())
+            .filter(pl.col("failed")))
 
 
 def select_failed(wh: Warehouse, inp: ExtractInput, fp: str) -> ExtractInput:
@@ -242,7 +245,7 @@ def select_failed(wh: Warehouse, inp: ExtractInput, fp: str) -> ExtractInput:
     named by the chunks they retry, so a killed retry resumes its own journal."""
     if fp not in wh.versions("qa_extracted"):
         return ExtractInput(inp.documents_fps, inp.recall_fp, {}, 0, inp.warning)
-    failed = latest_attempts(wh.scan("qa_extracted", fp)).filter(pl.col("failed"))
+    failed = newest_failed(wh.scan("qa_extracted", fp), ["doc_id", "chunk"])
     todo = failed.join(_doc_shards(wh, inp.documents_fps), on="doc_id", how="inner").sort("doc_id", "chunk").collect()
     shards: dict = {}
     for (dfp, dshard), grp in todo.group_by(["_fp", "_shard"], maintain_order=True):

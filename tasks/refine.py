@@ -24,7 +24,7 @@ from typing import Callable
 import polars as pl
 import pydantic
 
-from tasks.extract import ChatPrompt
+from tasks.extract import ChatPrompt, newest_failed
 from tasks.llm_client import LLMClient, LLMRequest, LLMSettings
 from tasks.refine_verify import verify
 from warehouse import Warehouse, content_hash, fingerprint
@@ -78,14 +78,11 @@ def failed_refinements(wh: Warehouse, fp: str) -> dict[str, tuple[str, list[str]
     attempt). Named by the pairs they retry, so a killed retry resumes its own journal."""
     if fp not in wh.versions("qa_refined"):
         return {}
-    att = pl.col("attempt").fill_null(1)
-    rows = (pl.scan_parquet(wh.version_dir("qa_refined", fp) / "part-*.parquet", schema=wh.spec("qa_refined").schema,
-                            missing_columns="insert", include_file_paths="_path")
-            .with_columns(att.alias("attempt"), pl.col("_path").str.extract(r"part-(.+)\.parquet$")
-                          .str.split(RETRY).list.first().alias("_source"))
-            .group_by("refined_id").agg(pl.col("qa_id", "_source").first(), pl.col("attempt").max(),
-                                        failed=(pl.col("status") == "failed").filter(att == att.max()).all())
-            .filter(pl.col("failed")).sort("qa_id").collect())
+    shards = (pl.scan_parquet(wh.version_dir("qa_refined", fp) / "part-*.parquet", schema=wh.spec("qa_refined").schema,
+                              missing_columns="insert", include_file_paths="_path")
+              .with_columns(pl.col("_path").str.extract(r"part-(.+)\.parquet$").str.split(RETRY).list.first()
+                            .alias("_source")))
+    rows = newest_failed(shards, ["refined_id"], ["qa_id", "_source"]).sort("qa_id").collect()
     out = {}
     for (source,), grp in rows.group_by(["_source"], maintain_order=True):
         ids, attempt = grp["qa_id"].to_list(), int(grp["attempt"].max()) + 1
