@@ -64,6 +64,7 @@ def extract_flow(
         LLMClient(llm, wh).check_server()
     summary: dict = {"warning": inp.warning, "recall_fingerprint": inp.recall_fp, "fingerprint": xfp,
                      "model": llm.model, "docs": inp.n_docs, "pending_after": inp.pending - inp.n_docs,
+                     "retry_failed": retry_failed,
                      "retried_chunks": sum(len(v[3]) for v in inp.shards.values() if v[3] is not None)}
     if retry_failed:
         summary["pending_after"] = ex.select_pending(wh, inp, xfp).pending

@@ -177,3 +177,29 @@ def test_garbage_replies_fail_their_rows_and_retry_failed_sends_only_those(serve
     assert retry["retried_chunks"] == 3 and retry["docs"] <= 3
     assert resent == 3 + 2 + new_pairs
     assert still == 0 and kept == 3 and same
+
+
+def test_retry_failed_from_the_command_line(server, recalled, tmp_path, reliability):
+    import os
+    import subprocess
+    import sys
+
+    root = copy_of(recalled, tmp_path)
+    server.faults.set(lambda kind, n, body: ok(content="{not json") if kind == "ExtractReply" else None)
+    extract_down(server, root)
+    server.faults.set(None)
+    wh = Warehouse(root)
+    failed = query(wh, "select count(*) as n from qa_extracted where status = 'failed'")["n"][0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {"COLUMNS": "200"}
+    cli = subprocess.run([str(Path(sys.executable).with_name("webinstruct")), "--data-dir", str(root), "mine",
+                          "--retry-failed", "--base-url", server.base_url, "--model", server.model],
+                         env=env, capture_output=True, text=True, timeout=600)
+    line = next((ln for ln in cli.stderr.splitlines() if ln.startswith("retry")), cli.stderr[-500:])
+    after = query(wh, "select count(*) filter (where status = 'failed') as failed, "
+                      "count(*) filter (where status = 'ok') as ok from qa_extracted").row(0, named=True)
+    reliability("every extraction reply garbage, then `webinstruct mine --retry-failed` against a healthy server",
+                "exactly the failed chunks of the version last run are sent again; their pairs are extracted and "
+                "refined", f"{failed} failed chunks; exit {cli.returncode}: {line!r}; afterwards {after['failed']} "
+                f"failed, {after['ok']} pairs")
+    assert cli.returncode == 0, cli.stderr
+    assert f"{failed} failed chunk(s) sent again" in line and after["failed"] == 0 and after["ok"] > 10

@@ -44,15 +44,23 @@ def mine(
 
     settings = ExtractSettings(prompt=prompt, max_docs=max_docs, chunk_chars=chunk_chars, max_chunks=max_chunks,
                                recall_version=recall_fingerprint)
-    if retry_failed:  # the failed chunks belong to the version last run, whatever the defaults here
+    last = None
+    if retry_failed:  # the failed items belong to the versions last run, whatever the defaults here
         from flows.runtime import last_settings
+        from tasks.llm_client import LLMSettings
         from warehouse import Warehouse
 
-        settings = last_settings(Warehouse(root), "extract", ExtractSettings)
+        wh = Warehouse(root)
+        settings = last_settings(wh, "extract", ExtractSettings)
+        last = (last_settings(wh, "extract_llm", LLMSettings), last_settings(wh, "refiners", LLMSettings, []))
+        model = model or last[0].model
     with llm_session(console, base_url, model, concurrency, max_tokens=max_tokens) as live:
+        if last:  # sampling settings are part of the version: keep the failed version's
+            live = live.model_copy(update={"temperature": last[0].temperature, "max_tokens": last[0].max_tokens})
         summary = extract_flow(data_dir=str(root), llm=live, extract=settings, retry_failed=retry_failed)
         if refine:
-            refiners = [live.model_copy(update={"model": m}) for m in refine_model] if refine_model else [live]
+            refiners = ([live.model_copy(update={"model": m}) for m in refine_model] if refine_model
+                        else (last and last[1]) or [live])
             summary["refine"] = refine_flow(data_dir=str(root), refiners=refiners, retry_failed=retry_failed)["refine"]
     print_summary(summary)
 
@@ -61,10 +69,13 @@ def print_summary(summary: dict) -> None:
     if summary.get("warning"):
         console.print(f"[yellow]warning:[/] {summary['warning']}")
     x = summary
-    if x.get("retried_chunks"):
-        console.print(f"[green]retry[/] {x['retried_chunks']} failed chunk(s) sent again")
+    if x.get("retry_failed"):
+        n = x["retried_chunks"]
+        console.print(f"[green]retry[/] extract version {x['fingerprint']}: "
+                      + (f"{n} failed chunk(s) sent again" if n else "no failed chunk to send again"))
     console.print(
-        f"[green]extract[/] version {x['fingerprint']} ({x['model']}): {x['docs']} new page(s), "
+        f"[green]extract[/] version {x['fingerprint']} ({x['model']}): {x['docs']} "
+        f"{'page(s) retried' if x.get('retry_failed') else 'new page(s)'}, "
         f"{x['pairs']} pair(s); {x['no_pairs']} chunk(s) without pairs, {x['rejected']} rejected, "
         f"{x['failed']} failed; {x['calls']} LLM call(s), {x['cached']} from cache; "
         f"{x['pending_after']} recalled page(s) still pending")

@@ -49,6 +49,13 @@ def _print_outcome(console: Console, export_dir: Path, seconds: float) -> None:
         console.print("[yellow]No pair survived extraction.[/] See why in qa_extracted.status/error (pages not "
                       "sent, no pairs, pairs not found on the page). A small CPU model finds few pairs; for "
                       "more, serve a bigger model: webinstruct serve --engine vllm --model ..., then --base-url.")
+    from warehouse.catalog import query
+
+    failed = query(wh, "select (select count(*) from qa_extracted where status = 'failed') as x, "
+                       "(select count(*) from qa_refined where status = 'failed') as r").row(0, named=True)
+    if failed["x"] or failed["r"]:
+        console.print(f"[yellow]{failed['x']} chunk(s) and {failed['r']} refinement(s) failed[/] (server errors or "
+                      "broken replies; reasons in their `error`): webinstruct mine --retry-failed sends only those again")
     _print_recall_quality(console, wh)
     data = wh.root
     from webinstruct.report import write_report
