@@ -32,9 +32,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     rows = item.stash.get(ROWS_KEY, None)
-    if rows is None or not (report.when == "call" or report.failed):
-        return
-    if report.when == "call" or (report.failed and report.when == "setup"):
+    if rows is not None and (report.when == "call" or (report.when == "setup" and report.failed)):
         title = (item.module.__doc__ or item.module.__name__).strip().splitlines()[0]
         _results.append((title, item.name, rows, "passed" if report.passed else "FAILED"))
 
