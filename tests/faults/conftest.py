@@ -8,12 +8,46 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
 from pathlib import Path
 
 import pytest
 
+from tests.faults import scripted_model
+
 ROWS_KEY = pytest.StashKey[list]()
 _results: list[tuple[str, str, list[tuple[str, str, str]], str]] = []  # (module title, test, rows, outcome)
+
+
+class Faults:
+    """The scripted server's bad day: `rule(kind, n, body)` -> an Action (or None: the scripted
+    model's reply) for the n-th request of a kind (its response schema) since the rule was set."""
+
+    def __init__(self):
+        self.rule, self.seen, self.lock = None, {}, threading.Lock()
+
+    def set(self, rule) -> None:
+        with self.lock:
+            self.rule, self.seen = rule, {}
+
+    def __call__(self, body: dict):
+        kind = scripted_model._schema(body)
+        with self.lock:
+            self.seen[kind] = n = self.seen.get(kind, 0) + 1
+            rule = self.rule
+        return rule(kind, n, body) if rule else None
+
+
+@pytest.fixture(scope="module")
+def scripted_server():
+    """A FakeLLMServer answering as the scripted model; `server.faults.set(rule)` injects faults."""
+    from tests.fake_llm_server import FakeLLMServer
+
+    faults = Faults()
+    srv = FakeLLMServer(responder=scripted_model.responder(), script=faults).start()
+    srv.faults = faults
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture

@@ -5,14 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from tests.fake_llm_server import FakeLLMServer
-from tests.faults import scripted_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample" / "crawl"
@@ -22,34 +19,17 @@ IN_FLIGHT = 4  # LLMSettings.max_concurrency: requests a kill can catch on the w
 pytestmark = pytest.mark.slow
 
 
-class Killer:
-    """Kills the flow process when the n-th request of one kind (a response schema) arrives."""
-
-    def __init__(self):
-        self.kind, self.n, self.seen, self.pid = None, 0, 0, None
-        self.lock = threading.Lock()
-
-    def arm(self, kind: str, n: int, pid: int) -> None:
-        with self.lock:
-            self.kind, self.n, self.seen, self.pid = kind, n, 0, pid
-
-    def __call__(self, body: dict):
-        with self.lock:
-            if self.kind and scripted_model._schema(body) == self.kind:
-                self.seen += 1
-                if self.seen == self.n:
-                    os.kill(self.pid, signal.SIGKILL)
-                    self.kind = None
-        return None  # the reply itself is the scripted model's
-
-
 @pytest.fixture(scope="module")
-def server():
-    killer = Killer()
-    srv = FakeLLMServer(responder=scripted_model.responder(), script=killer).start()
-    srv.killer = killer
-    yield srv
-    srv.stop()
+def server(scripted_server):
+    return scripted_server
+
+
+def kill_at_request(kind: str, n: int, pid: int):
+    """A fault rule: SIGKILL the flow process when the n-th request of `kind` arrives."""
+    def rule(k, seen, body):
+        if k == kind and seen == n:
+            os.kill(pid, signal.SIGKILL)
+    return rule
 
 
 def _env() -> dict:
@@ -159,8 +139,9 @@ def test_killed_during_a_stage_then_rerun_gives_the_same_dataset(stage, kill, se
         proc = start(server, data_dir, kill_write=(what, n))
     else:
         proc = start(server, data_dir)
-        server.killer.arm(what, n, proc.pid)
+        server.faults.set(kill_at_request(what, n, proc.pid))
     rc, out = finish(proc)
+    server.faults.set(None)
     assert rc == -signal.SIGKILL, f"the run was meant to be killed during {stage}:\n{out[-3000:]}"
     hidden = [p.name for p in data_dir.rglob(".tmp-*")]
     assert not unreadable_shards(data_dir)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_llm_server import FakeLLMServer, error, ok
+from tests.fake_llm_server import error, ok
 from tests.faults import scripted_model
 from warehouse import Warehouse
 from warehouse.catalog import query
@@ -17,31 +17,9 @@ SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "crawl"
 pytestmark = pytest.mark.slow
 
 
-class Faults:
-    """The server's bad day: `rule(kind, n, body)` -> an Action or None, for the n-th request of a kind."""
-
-    def __init__(self):
-        self.rule, self.seen, self.lock = None, {}, threading.Lock()
-
-    def set(self, rule) -> None:
-        with self.lock:
-            self.rule, self.seen = rule, {}
-
-    def __call__(self, body: dict):
-        kind = scripted_model._schema(body)
-        with self.lock:
-            self.seen[kind] = n = self.seen.get(kind, 0) + 1
-            rule = self.rule
-        return rule(kind, n, body) if rule else None
-
-
 @pytest.fixture(scope="module")
-def server():
-    faults = Faults()
-    srv = FakeLLMServer(responder=scripted_model.responder(), script=faults).start()
-    srv.faults = faults
-    yield srv
-    srv.stop()
+def server(scripted_server):
+    return scripted_server
 
 
 def settings(server):
