@@ -12,6 +12,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from pydantic import Field
 
+from flows.runners import RunnerSettings
 from flows.runtime import pipeline_run, progress, remember_settings, run_logger, run_shards, stage, total
 from flows.settings import CurateSettings, ExportSettings
 from tasks import decontaminate as decon
@@ -30,18 +31,14 @@ def dedup_batch_task(data_dir: str, params: dedup.DedupParams, out_fp: str, shar
 @task(name="decontaminate-shard", retries=1, retry_delay_seconds=2)
 def decontaminate_task(data_dir: str, params: decon.DecontamParams, out_fp: str, kind: str, fp: str,
                        shard: str) -> dict:
-    res = decon.decontaminate_shard(Warehouse(data_dir), params, out_fp, kind, fp, shard)
-    progress("decontaminate", 1)
-    return res
+    return decon.decontaminate_shard(Warehouse(data_dir), params, out_fp, kind, fp, shard)
 
 
 @task(name="dataset-shard", retries=1, retry_delay_seconds=2)
 def dataset_task(data_dir: str, out_fp: str, refined_fp: str, shard: str, dedup_fp: str, decon_fp: str,
                  doc_fps: list[str], params: export_mod.DatasetParams, refined_fps: list[str]) -> dict:
-    res = export_mod.build_dataset_shard(Warehouse(data_dir), out_fp, refined_fp, shard, dedup_fp, decon_fp, doc_fps,
-                                         params=params, refined_fps=refined_fps)
-    progress("dataset", 1)
-    return res
+    return export_mod.build_dataset_shard(Warehouse(data_dir), out_fp, refined_fp, shard, dedup_fp, decon_fp, doc_fps,
+                                          params=params, refined_fps=refined_fps)
 
 
 @flow(name="curate", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -49,6 +46,8 @@ def curate_flow(
     data_dir: Optional[str] = Field(None, description="Warehouse directory (default ./webinstruct-data)"),
     curate: CurateSettings = Field(CurateSettings(), description="Dedup and decontamination"),
     export: ExportSettings = Field(ExportSettings(), description="Where and how the dataset is exported"),
+    runner: Optional[RunnerSettings] = Field(None, description=(
+        "Where shard tasks run: local threads (empty), or a Dask/Ray cluster (kind, address)")),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:
     """Deduplicate and decontaminate the refined pairs, build `dataset`, and export it if asked."""
@@ -77,7 +76,7 @@ def curate_flow(
         return dict(shards_total=n_all, shards_done=len(todo), shards_skipped=n_all - len(todo),
                     rows_in=total(res, "rows_in"), rows_out=total(res, out_key))
 
-    with pipeline_run(wh, "curate", {"curate": curate.model_dump(), "export": export.model_dump()}, run_id) as rid:
+    with pipeline_run(wh, "curate", {"curate": curate.model_dump(), "export": export.model_dump()}, run_id, runner) as rid:
         remember_settings(wh, curate=curate, export=export)
         with stage(wh, run_id=rid, name=dedup.STAGE, fingerprint=dedup_fp, outputs=["qa_duplicates", dedup.INDEX_TABLE],
                    params={k: v for k, v in vars(dp).items() if k != "batch_rows"}, upstream=refined_fps,
@@ -96,7 +95,7 @@ def curate_flow(
             todo = decon.pending(wh, decon_fp, refined_fps, decon_docs)
             progress("decontaminate", 0, len(todo))
             res = run_shards(decontaminate_task, [(root, cp, decon_fp, k, fp, s) for k, fp, s in todo],
-                             "decontaminate")
+                             "decontaminate", lambda r: ("decontaminate", 1))
             sr.add(**counts(todo, n_refined + n_docs, res, "contaminated"))
             summary.update(
                 contaminated_pairs=sum(r["contaminated"] for r in res if r["kind"] == "pair"),
@@ -113,7 +112,7 @@ def curate_flow(
                     if dedup.shard_name(fp, s) not in done]
             progress("dataset", 0, len(todo))
             res = run_shards(dataset_task, [(root, data_fp, fp, s, dedup_fp, decon_fp, doc_fps, xp, refined_fps)
-                                            for fp, s in todo], "dataset")
+                                            for fp, s in todo], "dataset", lambda r: ("dataset", 1))
             sr.add(**counts(todo, n_refined, res, "rows_out"))
             summary.update(new_rows=total(res, "rows_out"), refiners_disagree=total(res, "disagreement"),
                            unrefined_rows=total(res, "unrefined"))

@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
+from flows.runners import RunnerSettings
 from flows.runtime import (last_settings, pipeline_run, progress, remember_settings, run_logger,
                            run_shards, run_stage, stage, total)
 from flows.settings import ExtractSettings, RefineSettings
@@ -29,8 +30,7 @@ def extract_shard_task(data_dir: str, settings: LLMSettings, params: ex.ExtractP
                        attempt: int) -> dict:
     stats = ex.extract_shard(Warehouse(data_dir), settings, params, fp, shard, documents_fp, documents_shard,
                              doc_ids, only, attempt)
-    progress("pages", len(doc_ids))
-    return stats
+    return {**stats, "pages": len(doc_ids)}
 
 
 def status_reasons(df: pl.DataFrame) -> dict[str, int]:
@@ -49,6 +49,8 @@ def extract_flow(
     downstream: bool = Field(False, description="Then refine and curate, with the settings they last ran with"),
     retry_failed: bool = Field(False, description=(
         "Send again only the chunks whose last attempt failed (server down, broken reply); no new pages")),
+    runner: Optional[RunnerSettings] = Field(None, description=(
+        "Where shard tasks run: local threads (empty), or a Dask/Ray cluster (kind, address)")),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:
     """Extract question-answer pairs from the recalled pages not extracted yet."""
@@ -69,7 +71,7 @@ def extract_flow(
     if retry_failed:
         summary["pending_after"] = ex.select_pending(wh, inp, xfp).pending
     run_params = {"extract": extract.model_dump(), "model": llm.model, "retry_failed": retry_failed}
-    with pipeline_run(wh, "extract", run_params, run_id) as rid:
+    with pipeline_run(wh, "extract", run_params, run_id, runner) as rid:
         remember_settings(wh, extract=extract, extract_llm=llm)
         progress("pages", 0, inp.n_docs)
         with stage(wh, run_id=rid, name=ex.STAGE, fingerprint=xfp, outputs=["qa_extracted", "llm_calls"],
@@ -79,8 +81,8 @@ def extract_flow(
                            "max_docs": extract.max_docs, "retry_failed": retry_failed},
                    upstream=inp.upstream, code_version=ex.CODE_VERSION) as sr:
             res = run_shards(extract_shard_task, [(str(wh.root), llm, xparams, xfp, s, *inp.shards[s]) for s in todo],
-                             f"extract: {inp.n_docs} page(s)")
-            new = (pl.read_parquet([wh.shard_path("qa_extracted", xfp, s) for s in todo], columns=["status", "error"])
+                             f"extract: {inp.n_docs} page(s)", lambda r: ("pages", r["pages"]))
+            new = (pl.read_parquet([str(wh.shard_path("qa_extracted", xfp, s)) for s in todo], columns=["status", "error"])
                    if todo else pl.DataFrame(schema={"status": pl.String, "error": pl.String}))
             sr.reasons = status_reasons(new)
             n_all = len(wh.shard_ids("qa_extracted", xfp))

@@ -15,6 +15,7 @@ from flows.extract import extract_flow
 from flows.ingest import ingest_flow
 from flows.recall import recall_flow
 from flows.refine import refine_flow
+from flows.runners import RunnerSettings
 from flows.runtime import pipeline_run, publish_table, run_logger, run_stage
 from flows.settings import (CrawlSource, CurateSettings, DomainSettings, ExportSettings, ExtractSettings,
                             RecallSettings, RefineSettings)
@@ -36,13 +37,15 @@ def pipeline_flow(
     refine: RefineSettings = Field(RefineSettings(), description="Refinement prompt and input size"),
     curate: CurateSettings = Field(CurateSettings(), description="Dedup and decontamination"),
     export: ExportSettings = Field(ExportSettings(), description="Where and how the dataset is exported"),
+    runner: Optional[RunnerSettings] = Field(None, description=(
+        "Where shard tasks run: local threads (empty), or a Dask/Ray cluster (kind, address)")),
 ) -> dict:
     """Carry new crawl files through every stage: ingest, recall, extract, refine, dedup, decontaminate, export."""
     wh = Warehouse(data_dir)
     root = str(wh.root)
     params = {"paths": source.paths, "model": llm.model, "refiners": [r.model for r in refiners or [llm]],
               "max_docs": extract.max_docs}
-    with pipeline_run(wh, "webinstruct", params, None) as run_id:
+    with pipeline_run(wh, "webinstruct", params, None, runner) as run_id:
         summary: dict = {"run_id": run_id}
         summary["ingest"] = run_stage(ingest_flow, source=source, data_dir=root, run_id=run_id)
         summary["recall"] = run_stage(recall_flow, data_dir=root, recall=recall, domains=domains, llm=llm,

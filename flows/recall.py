@@ -13,12 +13,12 @@ import json
 from typing import Optional
 
 import polars as pl
-import pyarrow.parquet as pq
 from pydantic import Field
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.runners import RunnerSettings
 from flows.runtime import (last_settings, pipeline_run, progress, remember_settings, run_logger,
                            run_shards, run_stage, stage)
 from flows.settings import DomainSettings, ExtractSettings, RecallSettings
@@ -42,9 +42,7 @@ def train_task(data_dir: str, rnd: int, params: rt.TrainParams, doc_fps: list[st
 
 @task(name="recall-score-shard", retries=1, retry_delay_seconds=2)
 def score_task(data_dir: str, model: rs.ScoringModel, doc_fp: str, shard: str, out_fp: str) -> dict:
-    res = rs.score_shard(Warehouse(data_dir), model, doc_fp, shard, out_fp)
-    progress(f"recall r{model.round} docs", res["rows"])
-    return res
+    return rs.score_shard(Warehouse(data_dir), model, doc_fp, shard, out_fp)
 
 
 @task(name="domains-label-shard", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -56,7 +54,6 @@ def label_task(data_dir: str, rnd: int, scores_fp: str, fp: str, shard: str, sta
     rows = dom.label_rows(LLMClient(llm, wh), stats, rnd=rnd, scores_fp=scores_fp, fp=fp, shard=shard,
                           min_domain_docs=min_domain_docs, overrides=overrides, model=llm.model, skip=skip)
     wh.write_shard("domains", fp, shard, rows)
-    progress(f"domains r{rnd}", rows.height)
     return {"shard": shard, "skipped": False, "rows": rows.height}
 
 
@@ -83,12 +80,13 @@ def _score_round(wh: Warehouse, rid: str, model_row: dict, doc_fps: list[str]) -
     done = set(wh.shard_ids("recall_scores", out_fp))
     todo = [(fp, s) for fp, s in shards if s not in done]
     label = f"recall r{model.round} docs"
-    progress(label, 0, sum(pq.ParquetFile(wh.shard_path("documents", fp, s)).metadata.num_rows for fp, s in todo))
+    progress(label, 0, sum(wh.shard_rows("documents", fp, s) for fp, s in todo))
     with stage(wh, run_id=rid, name=rs.STAGE, fingerprint=out_fp, outputs=["recall_scores"],
                params={"round": model.round, "threshold": model.threshold}, upstream=[model.fingerprint, *doc_fps],
                code_version=rs.CODE_VERSION) as sr:
         res = run_shards(score_task, [(str(wh.root), model, fp, s, out_fp) for fp, s in todo],
-                         f"recall round {model.round}: scoring documents shards")
+                         f"recall round {model.round}: scoring documents shards",
+                         lambda r: (f"recall r{model.round} docs", r["rows"]))
         kept = sum(r["kept"] or 0 for r in res)
         sr.add(shards_total=len(shards), shards_done=len(todo), shards_skipped=len(shards) - len(todo),
                rows_in=sum(r["rows"] for r in res), rows_out=sum(r["rows"] for r in res))
@@ -158,7 +156,8 @@ def _domains_round(wh: Warehouse, rid: str, rnd: int, scores_fp: str, doc_fps: l
             LLMClient(llm, wh).check_server()  # fail fast, before any task, with a clear message
         progress(f"domains r{rnd}", 0, todo.height)
         run_shards(label_task, [(str(wh.root), rnd, scores_fp, fp, s, part, ds.min_domain_docs, overrides, llm, skip)
-                                for s, part in chunks], f"domains round {rnd}: labelling")
+                                for s, part in chunks], f"domains round {rnd}: labelling",
+                   lambda r: (f"domains r{rnd}", r.get("rows", 0)))
         sr.add(shards_total=base + len(chunks), shards_done=len(chunks), shards_skipped=base,
                rows_in=todo.height, rows_out=todo.height)
         if chunks:
@@ -185,6 +184,8 @@ def recall_flow(
     domains: DomainSettings = Field(DomainSettings(), description="Which domains the LLM labels"),
     llm: LLMSettings = Field(LLMSettings(), description="The LLM server and model (no API key here: see api_key_env)"),
     downstream: bool = Field(False, description="Then extract, refine and curate, with the settings they last ran with"),
+    runner: Optional[RunnerSettings] = Field(None, description=(
+        "Where shard tasks run: local threads (empty), or a Dask/Ray cluster (kind, address)")),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:
     """Recall educational pages: fastText on seeds, LLM-labelled domains, fastText again."""
@@ -201,7 +202,7 @@ def recall_flow(
     summary: dict = {"rounds": []}
     domains_fp = None
     run_params = {"recall": recall.model_dump(), "domains": domains.model_dump(), "model": llm.model}
-    with pipeline_run(wh, "recall", run_params, run_id) as rid:
+    with pipeline_run(wh, "recall", run_params, run_id, runner) as rid:
         remember_settings(wh, recall=recall, domains=domains, recall_llm=llm)
         scores_fp = None
         for rnd in range(1, recall.rounds + 1):

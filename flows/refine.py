@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
+from flows.runners import RunnerSettings
 from flows.runtime import (last_settings, pipeline_run, progress, remember_settings, run_logger,
                            run_shards, run_stage, stage, total)
 from flows.settings import CurateSettings, ExportSettings, RefineSettings
@@ -23,10 +24,8 @@ from warehouse import Warehouse
 
 @task(name="refine-shard", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def refine_shard_task(data_dir: str, settings: LLMSettings, params: rf.RefineParams, fp: str, extract_fp: str,
-                      shard: str, label: str, retry: Optional[tuple[str, list[str], int]] = None) -> dict:
-    stats = rf.refine_shard(Warehouse(data_dir), settings, params, fp, extract_fp, shard, retry=retry)
-    progress(label, stats.get("pairs", 0))
-    return stats
+                      shard: str, retry: Optional[tuple[str, list[str], int]] = None) -> dict:
+    return rf.refine_shard(Warehouse(data_dir), settings, params, fp, extract_fp, shard, retry=retry)
 
 
 def resolve_extract(wh: Warehouse, version: Optional[str]) -> Optional[str]:
@@ -48,6 +47,8 @@ def refine_flow(
     downstream: bool = Field(False, description="Then curate (dedup, decontaminate, dataset, export) with the settings it last ran with"),
     retry_failed: bool = Field(False, description=(
         "Also send again the pairs whose last refinement failed (server down, broken reply)")),
+    runner: Optional[RunnerSettings] = Field(None, description=(
+        "Where shard tasks run: local threads (empty), or a Dask/Ray cluster (kind, address)")),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
 ) -> dict:
     """Refine extracted pairs with one or more LLMs: formatting, missing steps, self-contained questions."""
@@ -72,13 +73,13 @@ def refine_flow(
             LLMClient(s, wh).check_server()
     summary: dict = {"extract_fingerprint": xfp, "refine": []}
     run_params = {"refine": refine.model_dump(), "models": [s.model for s in refiners], "retry_failed": retry_failed}
-    with pipeline_run(wh, "refine", run_params, run_id) as rid:
+    with pipeline_run(wh, "refine", run_params, run_id, runner) as rid:
         remember_settings(wh, refine=refine, refiners=refiners)
         for settings, fp, todo, retries in plans:
             label = f"refine {settings.model}"[:24]
             fresh = [x for x in todo if x not in retries]
             n_pairs = sum(len(v[1]) for v in retries.values()) + (
-                pl.read_parquet([wh.shard_path("qa_extracted", xfp, x) for x in fresh], columns=["status"])
+                pl.read_parquet([str(wh.shard_path("qa_extracted", xfp, x)) for x in fresh], columns=["status"])
                 .filter(pl.col("status") == "ok").height if fresh else 0)
             progress(label, 0, n_pairs)
             with stage(wh, run_id=rid, name=rf.STAGE, fingerprint=fp, outputs=["qa_refined", "llm_calls"],
@@ -86,9 +87,9 @@ def refine_flow(
                                "temperature": settings.temperature, "max_tokens": settings.max_tokens,
                                "retry_failed": retry_failed},
                        upstream=[xfp], code_version=rf.CODE_VERSION) as sr:
-                res = run_shards(refine_shard_task, [(str(wh.root), settings, rparams, fp, xfp, x, label, retries.get(x))
+                res = run_shards(refine_shard_task, [(str(wh.root), settings, rparams, fp, xfp, x, retries.get(x))
                                                      for x in todo],
-                                 f"refine with {settings.model}")
+                                 f"refine with {settings.model}", lambda r: (label, r.get("pairs", 0)))
                 sr.add(shards_total=len(shards), shards_done=len(todo), shards_skipped=len(shards) - len(todo),
                        rows_in=n_pairs, rows_out=total(res, "pairs"))
                 if res:

@@ -13,19 +13,20 @@ from typing import Any, Callable, Iterator
 
 import polars as pl
 
+from flows.runners import RunnerSettings, submit, use_runner
 from warehouse import Warehouse, resolve_data_dir
-from warehouse.store import StageRun
+from warehouse.store import StageRun, local_state_dir
 
 log = logging.getLogger("webinstruct")
 
 
-def configure_prefect(data_dir: str | os.PathLike | None = None, *, quiet: bool = True) -> Path:
+def configure_prefect(data_dir: str | os.PathLike | None = None, *, quiet: bool = True):
     """Point Prefect at a home inside the data directory (unless PREFECT_HOME is set).
 
     Must run before `prefect` is imported: Prefect reads these settings at import time.
     """
     root = resolve_data_dir(data_dir)
-    home = Path(os.environ.setdefault("PREFECT_HOME", str(root / "_prefect")))
+    home = Path(os.environ.setdefault("PREFECT_HOME", str(local_state_dir(root) / "_prefect")))
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
@@ -75,7 +76,7 @@ def warehouse_lock(wh: Warehouse, wait_log_s: float = 30.0) -> Iterator[None]:
     if getattr(_held, "root", None) == wh.root:  # a subflow of the run holding it
         yield
         return
-    path = wh.root / "_manifest" / ".write.lock"
+    path = wh.local / "_manifest" / ".write.lock"  # an OS lock: on this machine's disk
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         waited = 0.0
@@ -97,9 +98,10 @@ def warehouse_lock(wh: Warehouse, wait_log_s: float = 30.0) -> Iterator[None]:
 
 
 @contextmanager
-def pipeline_run(wh: Warehouse, flow: str, params: dict[str, Any], run_id: str | None) -> Iterator[str]:
-    """Open a `runs` record (holding the warehouse lock) unless an outer flow already did; at the
-    end of the outermost run, rebuild the DuckDB catalog once."""
+def pipeline_run(wh: Warehouse, flow: str, params: dict[str, Any], run_id: str | None,
+                 runner: RunnerSettings | None = None) -> Iterator[str]:
+    """Open a `runs` record (holding the warehouse lock) and enter the task runner's cluster unless
+    an outer flow already did; at the end of the outermost run, rebuild the DuckDB catalog once."""
     if run_id:
         yield run_id
         return
@@ -109,7 +111,7 @@ def pipeline_run(wh: Warehouse, flow: str, params: dict[str, Any], run_id: str |
         prefect_id = flow_run.id
     except Exception:  # noqa: BLE001 - outside a flow run
         prefect_id = None
-    with warehouse_lock(wh):
+    with warehouse_lock(wh), use_runner(runner):
         if stale := wh.sweep_temp():
             run_logger().warning("removed %d temp file(s) a killed run left, e.g. %s", len(stale), stale[0])
         rid = wh.begin_run(flow, params, run_id=None if prefect_id is None else f"{flow}-{prefect_id}")
@@ -239,19 +241,22 @@ class ProgressArtifact:
             log.warning("could not update progress artifact: %s", exc)
 
 
-def run_shards(task, calls: list[tuple], title: str, label: str | None = None) -> list[Any]:
-    """Submit one task per shard and collect results as they finish, advancing a progress artifact."""
+def run_shards(task, calls: list[tuple], title: str,
+               advance: Callable[[Any], tuple[str, int]] | None = None) -> list[Any]:
+    """Submit one task per shard and collect results as they finish, advancing a progress artifact
+    and, with `advance(result) -> (label, n)`, the terminal's bar. Progress is counted here, in the
+    flow's process, because a task on a cluster worker cannot reach the terminal."""
     from prefect.futures import as_completed
 
     bar = ProgressArtifact(title, len(calls)) if len(calls) > 1 else None
-    futures = [task.submit(*args) for args in calls]
+    futures = [submit(task, args) for args in calls]
     results = []
     for fut in as_completed(futures):
         results.append(fut.result())
         if bar:
             bar.advance()
-        if label:
-            progress(label, 1)
+        if advance:
+            progress(*advance(results[-1]))
     return results
 
 

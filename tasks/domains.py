@@ -194,7 +194,8 @@ def domain_stats(wh: Warehouse, scores_fp: str, doc_fps: list[str], n_samples: i
     return (
         scores.join(docs, on="doc_id", how="inner")
         .filter(pl.col("domain").is_not_null() & (pl.col("domain") != ""))
-        .sort(["domain", "score", "doc_id"], descending=[False, True, False])  # ties: doc_id decides
+        # ties: doc_id decides, then title (a page read twice, as WARC and as WET, has one doc_id)
+        .sort(["domain", "score", "doc_id", "title"], descending=[False, True, False, False], nulls_last=True)
         .with_columns(pl.col("title").fill_null("").str.slice(0, 150), is_top=top)
         .group_by("domain", maintain_order=True)
         .agg(docs_seen=pl.len(), docs_recalled=pl.col("kept").sum().cast(pl.Int64),

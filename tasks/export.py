@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import polars as pl
 
 from tasks.refine_verify import answer_agreement, usable
 from warehouse import Warehouse, fingerprint, now_utc
+from warehouse.store import is_url, upload_tree
 
 STAGE = "export"
 CODE_VERSION = "2"  # 2: columns refined and answer_agreement; unrefined stand-ins; agreement filter
@@ -98,7 +100,7 @@ def shard_agreement(wh: Warehouse, refined_fps: list[str], shard: str, params: D
 
 
 def _documents(wh: Warehouse, doc_fps: list[str], doc_ids: pl.Series) -> pl.DataFrame:
-    frames = [pl.scan_parquet(wh.version_dir("documents", fp) / "part-*.parquet")
+    frames = [pl.scan_parquet(str(wh.version_dir("documents", fp) / "part-*.parquet"))
               for fp in doc_fps if wh.shard_ids("documents", fp)]
     if not frames or doc_ids.is_empty():
         return pl.DataFrame(schema={"doc_id": pl.String, "url": pl.String, "domain": pl.String, "crawl": pl.String})
@@ -153,6 +155,11 @@ def export_dataset(wh: Warehouse, out_dir: str | Path, fmt: str = "parquet", row
     """Write the current `dataset` as a Hugging Face datasets directory with a dataset card."""
     if fmt not in ("parquet", "jsonl"):
         raise ValueError("format must be parquet or jsonl")
+    if is_url(out_dir):  # object storage: built locally, then uploaded file by file
+        with tempfile.TemporaryDirectory(prefix="webinstruct-export-") as d:
+            res = export_dataset(wh, Path(d) / "export", fmt, rows_per_file)
+            upload_tree(Path(d) / "export", str(out_dir))
+        return res | {"out_dir": str(out_dir)}
     out = Path(out_dir).resolve()
     # Built beside the target and swapped in with renames: a reader (or a crash) never sees a
     # half-written export, and a re-export replaces the previous one whole.
@@ -160,13 +167,23 @@ def export_dataset(wh: Warehouse, out_dir: str | Path, fmt: str = "parquet", row
     data = tmp / "data"
     data.mkdir(parents=True)
     try:
-        df = wh.scan("dataset").drop("fingerprint").sort("refined_id").collect()
-        n_files = max(1, -(-df.height // rows_per_file))
+        # Memory holds the sorted ids (~40 bytes a row) and one file's rows, never the whole dataset:
+        # each file is the rows whose refined_id falls in its range, read from the shards and sorted.
+        rows = wh.scan("dataset").drop("fingerprint")
+        ids = rows.select("refined_id").sort("refined_id").collect()
+        n_files = max(1, -(-ids.height // rows_per_file))
+        bounds = [ids["refined_id"][i * rows_per_file] for i in range(1, n_files)]  # file i: [bounds[i-1], bounds[i])
         for i in range(n_files):
-            part = df.slice(i * rows_per_file, rows_per_file)
+            rid = pl.col("refined_id")
+            keep = pl.lit(True)
+            if i > 0:
+                keep &= rid >= bounds[i - 1]
+            if i < n_files - 1:
+                keep &= rid < bounds[i]
+            part = rows.filter(keep).sort("refined_id", maintain_order=True).collect()
             path = data / f"train-{i:05d}-of-{n_files:05d}.{fmt}"
             part.write_parquet(path) if fmt == "parquet" else part.write_ndjson(path)
-        (tmp / "README.md").write_text(dataset_card(wh, df, fmt))
+        (tmp / "README.md").write_text(dataset_card(wh, ids, fmt))
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         if out.exists():
             out.rename(old)
@@ -174,10 +191,11 @@ def export_dataset(wh: Warehouse, out_dir: str | Path, fmt: str = "parquet", row
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"out_dir": str(out), "rows": df.height, "files": n_files, "format": fmt}
+    return {"out_dir": str(out), "rows": ids.height, "files": n_files, "format": fmt}
 
 
 def dataset_card(wh: Warehouse, df: pl.DataFrame, fmt: str) -> str:
+    """The README of an export; `df`: the dataset's rows (only its height is used)."""
     fun = funnel(wh)
     crawls = wh.scan("crawl_files").filter(pl.col("status") == "ok").group_by("crawl").agg(
         pl.len().alias("files"), pl.col("docs_kept").sum().alias("documents")).sort("crawl").collect()

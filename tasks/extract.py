@@ -190,7 +190,7 @@ def resolve_input(wh: Warehouse, recall_fingerprint: str | None = None) -> Extra
 
 def _doc_shards(wh: Warehouse, doc_fps: list[str]) -> pl.LazyFrame:
     """doc_id -> (documents version, shard): reads only the doc_id column of each shard."""
-    frames = [pl.scan_parquet(wh.version_dir("documents", fp) / "part-*.parquet", include_file_paths="_path")
+    frames = [pl.scan_parquet(str(wh.version_dir("documents", fp) / "part-*.parquet"), include_file_paths="_path")
               .select("doc_id", pl.lit(fp).alias("_fp"),
                       pl.col("_path").str.extract(r"part-(.+)\.parquet$").alias("_shard"))
               for fp in doc_fps if wh.shard_ids("documents", fp)]
@@ -377,7 +377,7 @@ def extract_shard(wh: Warehouse, settings: LLMSettings, params: ExtractParams, f
     """Extract pairs from the selected docs of one documents shard; returns counters."""
     if wh.has_shard("qa_extracted", fp, shard):
         return {"shard": shard, "skipped": True, "docs": len(doc_ids)}
-    docs = (pl.scan_parquet(wh.shard_path("documents", documents_fp, documents_shard))
+    docs = (pl.scan_parquet(str(wh.shard_path("documents", documents_fp, documents_shard)))
             .select("doc_id", "url", "title", "text")
             .join(pl.LazyFrame({"doc_id": doc_ids}), on="doc_id", how="semi", maintain_order="left").collect())
     client = client_factory(settings, wh)

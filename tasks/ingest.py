@@ -95,7 +95,7 @@ def already_ingested(wh: Warehouse, fp: str, path: str) -> bool:
     shard = wh.shard_path("crawl_files", fp, file_key(path))
     if not shard.exists():
         return False
-    return pl.read_parquet(shard, columns=["size_bytes"])["size_bytes"][0] == file_size(path)
+    return pl.read_parquet(str(shard), columns=["size_bytes"])["size_bytes"][0] == file_size(path)
 
 
 def _checksum(path: str) -> str:
@@ -117,6 +117,12 @@ def page_row(page: PageRecord, params: IngestParams, crawl: str | None, source: 
         title=title, text=text, n_chars=len(text), language=language(text), truncated=page.truncated, source_file=source,
         record_offset=page.offset,
     )
+
+
+def ingest_path(data_dir: str, path: str, params: IngestParams) -> dict:
+    """`ingest_file` into the warehouse at `data_dir`: what a parsing worker process runs (it
+    imports this module, not Prefect's)."""
+    return ingest_file(Warehouse(data_dir), path, params)
 
 
 def ingest_file(wh: Warehouse, path: str, params: IngestParams,

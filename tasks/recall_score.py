@@ -75,7 +75,7 @@ def _produce(path: Path, n: int, m: ScoringModel, out: queue.Queue, stop: thread
     One `collect` per slice reads just those rows and normalizes them in polars' threads with
     the GIL released, so this thread needs the GIL once per slice, not per step."""
     try:
-        lf = pl.scan_parquet(path).select("doc_id", normalize_expr("text", m.max_chars),
+        lf = pl.scan_parquet(str(path)).select("doc_id", normalize_expr("text", m.max_chars),
                                           scope_expr(m.languages).alias("scope"))
         for off, size in _slices(n):
             if stop.is_set():
@@ -124,15 +124,17 @@ def _scores(model, path: Path, n: int, m: ScoringModel) -> tuple[pl.Series, np.n
 def score_shard(wh: Warehouse, m: ScoringModel, doc_fp: str, shard: str, out_fp: str) -> dict:
     """Score one documents shard into `recall_scores` (skipped when already there)."""
     if wh.has_shard("recall_scores", out_fp, shard):
-        n = pq.ParquetFile(wh.shard_path("recall_scores", out_fp, shard)).metadata.num_rows
+        n = wh.shard_rows("recall_scores", out_fp, shard)
         return {"shard": shard, "rows": n, "kept": None, "skipped": True}
     model = load_model(model_file(wh, m.model_path))
     path = wh.shard_path("documents", doc_fp, shard)
-    meta = pq.ParquetFile(path)
-    if m.languages and "language" not in meta.schema_arrow.names:
+    with path.open("rb") as f:  # the footer only; local or in object storage
+        meta = pq.ParquetFile(f)
+        columns, n = meta.schema_arrow.names, meta.metadata.num_rows
+    if m.languages and "language" not in columns:
         raise ValueError(f"documents shard {path} has no language column (ingested by an older version): "
                          "ingest again, or run recall with languages empty")
-    ids, scores = _scores(model, path, meta.metadata.num_rows, m)
+    ids, scores = _scores(model, path, n, m)
     out = pl.DataFrame({"doc_id": ids, "score": pl.Series("score", scores, dtype=pl.Float32)})
     out = out.with_columns(model_fingerprint=pl.lit(m.fingerprint), round=pl.lit(m.round),
                            kept=pl.col("score") >= m.threshold)

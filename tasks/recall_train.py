@@ -164,8 +164,9 @@ def auto_bucket(n_tokens: int) -> int:
 
 
 def model_file(wh: Warehouse, model_path: str) -> str:
-    """Absolute path of a `recall_models.model_path` (stored relative to the warehouse)."""
-    return str(wh.root / model_path)
+    """A local path of a `recall_models.model_path` (stored relative to the warehouse; a model in
+    object storage is fetched once into the local state folder)."""
+    return str(wh.local_file(model_path))
 
 
 @lru_cache(maxsize=8)
@@ -367,12 +368,13 @@ def train_round(wh: Warehouse, rnd: int, params: TrainParams, doc_fps: list[str]
         "train_tokens": facts["n_tokens"],
     }
     # stored relative to the warehouse root, so a copied or moved warehouse keeps working
-    row = dict(round=rnd, line_key=line, train_key=key, model_path=model_path.relative_to(wh.root).as_posix(),
+    row = dict(round=rnd, line_key=line, train_key=key, model_path=model_path.relative_to(wh.local).as_posix(),
                n_pos=int((examples.rows["label"] == 1).sum()), n_neg=int((examples.rows["label"] == 0).sum()),
                n_test=test.height, **metrics, **evals, params=json.dumps(settings, sort_keys=True, default=str),
                train_seconds=facts["train_seconds"], trained_at=now_utc())
     scored = examples.rows.drop("text", "score", "model_fingerprint", "round", strict=False).join(
         test.select("item_id", "score"), on="item_id", how="left")
+    wh.publish_side(model_dir)  # in object storage: before the rows that point at it
     wh.write_shard("recall_examples", fp, "examples",
                    scored.with_columns(model_fingerprint=pl.lit(fp), round=pl.lit(rnd)))
     wh.write_shard("recall_models", fp, "model", pl.DataFrame([row]))  # last: the commit point

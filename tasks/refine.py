@@ -78,7 +78,7 @@ def failed_refinements(wh: Warehouse, fp: str) -> dict[str, tuple[str, list[str]
     attempt). Named by the pairs they retry, so a killed retry resumes its own journal."""
     if fp not in wh.versions("qa_refined"):
         return {}
-    shards = (pl.scan_parquet(wh.version_dir("qa_refined", fp) / "part-*.parquet", schema=wh.spec("qa_refined").schema,
+    shards = (pl.scan_parquet(str(wh.version_dir("qa_refined", fp) / "part-*.parquet"), schema=wh.spec("qa_refined").schema,
                               missing_columns="insert", include_file_paths="_path")
               .with_columns(pl.col("_path").str.extract(r"part-(.+)\.parquet$").str.split(RETRY).list.first()
                             .alias("_source")))

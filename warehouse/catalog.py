@@ -108,10 +108,12 @@ def connect(wh: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
     spill = Path(tempfile.gettempdir()) / f"webinstruct-duckdb-{uuid.uuid4().hex}"
     con = duckdb.connect(":memory:")
     try:
+        _object_storage(con, wh)
         for stmt in view_statements(wh):
             con.execute(stmt)
         con.execute(f"SET temp_directory={_q(spill)}")
-        con.execute(f"SET allowed_directories=[{_q(wh.root)}]")
+        readable = dict.fromkeys(str(d).rstrip("/") + "/" for d in (wh.root, wh.local))  # the data, the state
+        con.execute(f"SET allowed_directories=[{', '.join(map(_q, readable))}]")
         con.execute("SET enable_external_access=false")
         con.execute("SET lock_configuration=true")
         yield con
@@ -156,13 +158,22 @@ def query(wh: Warehouse, sql: str):
         return rel.pl()
 
 
+def _object_storage(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> None:
+    """A warehouse in object storage is read through its fsspec filesystem (no DuckDB extension
+    to download; credentials and endpoint as fsspec/boto find them)."""
+    if wh.remote:
+        con.register_filesystem(wh.root.fs)
+
+
 def write_catalog(wh: Warehouse) -> Path:
-    """Rebuild `catalog.duckdb` (views only) beside the data, atomically."""
-    target = wh.root / "catalog.duckdb"
-    tmp = wh.root / f".tmp-{uuid.uuid4().hex}-catalog.duckdb"
+    """Rebuild `catalog.duckdb` (views only) beside the data (in the local state folder of a
+    warehouse in object storage), atomically."""
+    target = wh.local / "catalog.duckdb"
+    tmp = wh.local / f".tmp-{uuid.uuid4().hex}-catalog.duckdb"
     try:
         con = duckdb.connect(str(tmp))
         try:
+            _object_storage(con, wh)
             for stmt in view_statements(wh):
                 con.execute(stmt)
         finally:

@@ -10,12 +10,18 @@ Layout under the data directory:
 
 Every file is written to a hidden temp name in the same folder and renamed into place, so a
 reader (or a crash) never sees a half-written shard. Shards are never modified once written.
+
+The data directory may be an fsspec URL (s3://bucket/prefix, gs://...): tables, manifest and
+models then live in the object store (an upload is atomic: an object appears whole or not at
+all), and what belongs to one machine (the write lock, the LLM response cache, catalog.duckdb,
+models loaded for scoring) lives in a local state folder (`Warehouse.local`).
 """
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -33,9 +39,28 @@ DEFAULT_DATA_DIR = "webinstruct-data"
 PART_GLOB = "part-*.parquet"
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+def is_url(path) -> bool:
+    """An fsspec URL other than file:// (those are local paths)."""
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def resolve_data_dir(data_dir=None):
+    """A local warehouse as an absolute Path; one in object storage as a UPath (pathlib's API over fsspec)."""
     chosen = data_dir or os.environ.get("WEBINSTRUCT_DATA") or DEFAULT_DATA_DIR
-    return Path(chosen).expanduser().resolve()
+    if not isinstance(chosen, Path) and is_url(chosen):
+        from upath import UPath
+
+        return UPath(str(chosen).rstrip("/"))
+    return Path(str(chosen).removeprefix("file://")).expanduser().resolve()
+
+
+def local_state_dir(root) -> Path:
+    """Where a warehouse keeps what belongs to this machine: the folder itself when it is local,
+    else a folder named after the URL under WEBINSTRUCT_STATE_DIR (default ~/.cache/webinstruct)."""
+    if isinstance(root, Path):
+        return root
+    base = Path(os.environ.get("WEBINSTRUCT_STATE_DIR") or Path.home() / ".cache" / "webinstruct")
+    return base / f"{root.protocol}-{content_hash(str(root), 12)}"
 
 
 def now_utc() -> datetime:
@@ -50,8 +75,15 @@ def new_id(prefix: str = "") -> str:
 TEMP_GLOBS = (".tmp-*", ".train-*", ".part-*")  # scratch files of _write_atomic and of fastText training
 
 
-def _write_atomic(path: Path, write) -> Path:
-    """`write(tmp)` into a hidden temp file beside `path`, then rename it into place."""
+def _write_atomic(path, write):
+    """`write(tmp)` into a hidden temp file beside `path`, then rename it into place; in object
+    storage, into a local temp file that is then uploaded in one piece."""
+    if not isinstance(path, Path):
+        with tempfile.TemporaryDirectory(prefix="webinstruct-upload-") as d:
+            tmp = Path(d) / path.name
+            write(tmp)
+            path.fs.put_file(str(tmp), path.path)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}-{path.name}"
     try:
@@ -71,10 +103,28 @@ def write_json_atomic(data, path: Path) -> Path:
     return _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def upload_tree(local: Path, url: str) -> None:
+    """Copy a local folder to object storage, then delete the objects there it no longer has (a
+    re-export replaces the previous one). Each object appears whole; the folder is not swapped
+    at once, so files are named with their count (train-00000-of-00002) and the card comes last."""
+    import fsspec
+
+    fs, base = fsspec.core.url_to_fs(url)
+    files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: p.name == "README.md")
+    for f in files:
+        fs.put_file(str(f), f"{base}/{f.relative_to(local).as_posix()}")
+    keep = {f"{base}/{f.relative_to(local).as_posix()}" for f in files}
+    stale = [p for p in fs.find(base) if p not in keep] if fs.exists(base) else []
+    if stale:
+        fs.rm(stale)
+
+
 class Warehouse:
     def __init__(self, root: str | os.PathLike | None = None):
-        self.root = resolve_data_dir(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = resolve_data_dir(root)  # Path, or UPath in object storage
+        self.remote = not isinstance(self.root, Path)
+        self.local = local_state_dir(self.root)
+        self.local.mkdir(parents=True, exist_ok=True)
 
     # ---- paths -------------------------------------------------------------
     @staticmethod
@@ -92,10 +142,31 @@ class Warehouse:
         return self.version_dir(table, fingerprint) / f"part-{shard}.parquet"
 
     def side_dir(self, kind: str, fingerprint: str) -> Path:
-        """A folder for non-tabular files of a version (models, reports)."""
-        d = self.root / f"_{kind}" / fingerprint
+        """A local folder for non-tabular files of a version (models). In object storage it is a
+        copy: the files already published are fetched first; `publish_side` uploads new ones."""
+        d = self.local / f"_{kind}" / fingerprint
         d.mkdir(parents=True, exist_ok=True)
+        if self.remote:
+            for f in (self.root / f"_{kind}" / fingerprint).glob("*"):
+                if not (d / f.name).exists():
+                    _write_atomic(d / f.name, lambda tmp, f=f: f.fs.get_file(f.path, str(tmp)))
         return d
+
+    def publish_side(self, d: Path) -> None:
+        """Upload a side folder's files to object storage (a no-op for a local warehouse)."""
+        if self.remote:
+            rel = d.relative_to(self.local).as_posix()
+            for f in sorted(d.iterdir()):
+                if f.is_file() and not f.name.startswith("."):
+                    (self.root / rel / f.name).fs.put_file(str(f), (self.root / rel / f.name).path)
+
+    def local_file(self, rel: str) -> Path:
+        """A warehouse file (path relative to the root) as a local file, fetched once if remote."""
+        path = self.local / rel
+        if self.remote and not path.exists():
+            src = self.root / rel
+            _write_atomic(path, lambda tmp: src.fs.get_file(src.path, str(tmp)))
+        return path
 
     def manifest_dir(self, table: str) -> Path:
         return self.root / "_manifest" / table
@@ -104,7 +175,7 @@ class Warehouse:
         """A zero-row Parquet file with the table's schema, so views exist before any data."""
         spec = self.spec(table)
         # named by the schema: a table that gained a column gets a new file, not the stale one
-        path = self.root / "_empty" / f"{table}-{content_hash(repr(sorted(spec.schema.items())), 8)}.parquet"
+        path = self.local / "_empty" / f"{table}-{content_hash(repr(sorted(spec.schema.items())), 8)}.parquet"
         if not path.exists():
             write_parquet_atomic(spec.empty(), path)
         return path
@@ -112,8 +183,9 @@ class Warehouse:
     def sweep_temp(self) -> list[Path]:
         """Delete the temp files a killed writer left behind (hidden, never read as data). Only
         safe while holding the warehouse's write lock: then no live writer owns one."""
-        stale = [p for pattern in TEMP_GLOBS for p in self.root.rglob(pattern)
-                 if p.is_file() and "_prefect" not in p.relative_to(self.root).parts]
+        # temp files exist only on local disks (uploads to object storage are whole objects)
+        stale = [p for pattern in TEMP_GLOBS for p in self.local.rglob(pattern)
+                 if p.is_file() and "_prefect" not in p.relative_to(self.local).parts]
         for p in stale:
             p.unlink(missing_ok=True)
         return stale
@@ -131,8 +203,15 @@ class Warehouse:
         d = self.version_dir(table, fingerprint)
         return sorted(p.name[len("part-") : -len(".parquet")] for p in d.glob(PART_GLOB))
 
-    def read_shard(self, table: str, fingerprint: str, shard: str) -> pl.DataFrame:
-        return pl.read_parquet(self.shard_path(table, fingerprint, shard))
+    def read_shard(self, table: str, fingerprint: str, shard: str, columns: list[str] | None = None) -> pl.DataFrame:
+        return pl.read_parquet(str(self.shard_path(table, fingerprint, shard)), columns=columns)
+
+    def shard_rows(self, table: str, fingerprint: str, shard: str) -> int:
+        """Rows of a shard, from its Parquet footer."""
+        import pyarrow.parquet as pq
+
+        with self.shard_path(table, fingerprint, shard).open("rb") as f:
+            return pq.ParquetFile(f).metadata.num_rows
 
     def scan(self, table: str, fingerprint: str | None = None) -> pl.LazyFrame:
         """Rows of one version (default: the current versions), with a `fingerprint` column."""
@@ -140,7 +219,7 @@ class Warehouse:
         stored = "fingerprint" in self.spec(table).schema  # the table keeps its version itself
         frames = [
             # shards written before a column was added read it as nulls
-            pl.scan_parquet(self.version_dir(table, fp) / PART_GLOB, schema=self.spec(table).schema,
+            pl.scan_parquet(str(self.version_dir(table, fp) / PART_GLOB), schema=self.spec(table).schema,
                             missing_columns="insert").with_columns(
                 pl.col("fingerprint") if stored else pl.lit(fp).alias("fingerprint")
             )
@@ -168,7 +247,7 @@ class Warehouse:
         files = sorted(self.manifest_dir(table).glob("*.parquet"))
         if not files:
             return self.spec(table).empty()
-        return pl.read_parquet(files)
+        return pl.read_parquet([str(f) for f in files])
 
     def current_fingerprints(self, table: str, stage_runs: pl.DataFrame | None = None) -> list[str]:
         """The versions written by the newest finished run that wrote `table`.

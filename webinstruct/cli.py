@@ -19,8 +19,9 @@ from webinstruct.options import UserError
 
 
 class State:
-    data_dir: Path | None = None
+    data_dir: str | None = None
     verbose: bool = False
+    runner = None  # flows.runners.RunnerSettings, from --runner
 
 
 state = State()
@@ -113,15 +114,27 @@ def _invalid_settings(exc, command) -> str:
 app = typer.Typer(cls=ReportingGroup, add_completion=False, no_args_is_help=True,
                   help="Harvest instruction data (question -> worked answer) from web crawls.")
 
-DataDir = Annotated[Optional[Path], typer.Option(
-    "--data-dir", envvar="WEBINSTRUCT_DATA", help="Warehouse directory [default: ./webinstruct-data]")]
+DataDir = Annotated[Optional[str], typer.Option(
+    "--data-dir", envvar="WEBINSTRUCT_DATA",
+    help="Warehouse: a directory or an fsspec URL (s3://bucket/prefix) [default: ./webinstruct-data]")]
+Runner = Annotated[str, typer.Option("--runner", envvar="WEBINSTRUCT_RUNNER",
+                                     help="Where shard tasks run: local | dask | ray")]
+RunnerAddress = Annotated[Optional[str], typer.Option(
+    "--runner-address", envvar="WEBINSTRUCT_RUNNER_ADDRESS",
+    help="Cluster address (tcp://host:8786, ray://host:10001); empty = a local cluster for the run")]
+RunnerWorkers = Annotated[Optional[int], typer.Option(
+    "--runner-workers", envvar="WEBINSTRUCT_RUNNER_WORKERS", help="Worker processes of a local cluster [default: cores]")]
 
 
 @app.callback()
 def main(data_dir: DataDir = None,
-         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs and tracebacks")] = False) -> None:
+         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs and tracebacks")] = False,
+         runner: Runner = "local", runner_address: RunnerAddress = None, runner_workers: RunnerWorkers = None) -> None:
+    from flows.runners import RunnerSettings
+
     state.data_dir = data_dir
     state.verbose = verbose
+    state.runner = RunnerSettings(kind=runner, address=runner_address, workers=runner_workers)
 
 
 def warehouse():
@@ -134,7 +147,10 @@ def prefect_ready(serving: bool = False) -> Path:
     """Configure Prefect for this data dir; flows are imported only after this."""
     from flows.runtime import configure_prefect
 
+    from flows.runners import set_default
+
     root = configure_prefect(state.data_dir, quiet=not state.verbose)
+    set_default(state.runner)
     if not (state.verbose or serving):
         _hide_run_failures()
     return root

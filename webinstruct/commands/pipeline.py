@@ -57,10 +57,10 @@ def _print_outcome(console: Console, export_dir: Path, seconds: float) -> None:
         console.print(f"[yellow]{failed['x']} chunk(s) and {failed['r']} refinement(s) failed[/] (server errors or "
                       "broken replies; reasons in their `error`): webinstruct mine --retry-failed sends only those again")
     _print_recall_quality(console, wh)
-    data = wh.root
+    data = wh.local  # the warehouse folder; for one in object storage, its local state folder
     from webinstruct.report import write_report
 
-    report = write_report(wh, wh.root / "report.html")  # the run's state as one offline page
+    report = write_report(wh, data / "report.html")  # the run's state as one offline page
     console.print("[bold]where to look next[/]")
     for line in [
             f"[bold]dataset[/]     {export_dir}/  (card: README.md inside)",
