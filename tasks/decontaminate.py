@@ -151,7 +151,7 @@ def decontaminate_shard(wh: Warehouse, params: DecontamParams, out_fp: str, kind
         found = contaminated_pairs(index, rows)
         name = pair_shard(fp, shard)
     else:
-        rows = pl.read_parquet(wh.shard_path("documents", fp, shard), columns=["doc_id", "text"])
+        rows = wh.read_shard("documents", fp, shard, columns=["doc_id", "text"])
         found = find_contamination(index, rows["doc_id"], rows["text"], field="text", level="document")
         name = doc_shard(fp, shard)
     wh.write_shard(TABLE, out_fp, name, found)

@@ -29,15 +29,19 @@ One qa_refined shard -> one qa_duplicates shard (the commit point, written after
 """
 from __future__ import annotations
 
+import gc
+from array import array
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
+from itertools import chain
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import rensa
 
-from tasks.benchmarks import NORM_VERSION, _MUL, _mix, flat_tokens, ngram_hashes
+from tasks.benchmarks import (HASH_SEED, NORM_VERSION, TOKEN_RE, _MUL, FlatTokens, _mix, ngram_hashes,
+                              normalize)
 from tasks.refine_verify import usable
 from warehouse import Warehouse, fingerprint
 
@@ -75,6 +79,102 @@ class DedupParams:
         return fingerprint(STAGE, params=p, code_version=CODE_VERSION, upstream=upstream)
 
 
+# ---- tokens -------------------------------------------------------------------------------
+
+# Byte classes of the token rule (tasks.benchmarks.TOKEN_RE) on ASCII: letters 1, digits 2, others 0.
+_ASCII_CLASS = np.zeros(256, np.int8)
+for _lo, _hi, _c in ((b"a", b"z", 1), (b"A", b"Z", 1), (b"0", b"9", 2)):
+    _ASCII_CLASS[_lo[0]:_hi[0] + 1] = _c
+
+
+_NO_TOKENS = pl.Series("t", [], pl.String)
+_NO_LISTS = pl.Series("t", [], pl.List(pl.String))
+
+
+def dedup_tokens(texts: pl.Series) -> tuple[FlatTokens, pl.Series]:
+    """`tasks.benchmarks.flat_tokens(texts)`'s token hashes and row offsets (its `tokens` and `lists`
+    are left empty: dedup needs neither), and each row's tokens joined by single spaces.
+
+    After normalization most texts are ASCII, where a token is a run of letters or a run of digits:
+    those rows are cut into tokens with numpy over the Arrow byte buffer, which spares the regex
+    and a list of strings per row (the tokenizer was a third of the stage). Other rows go through
+    the Unicode regex of `tasks.benchmarks.tokens`. tests/test_dedup.py checks the two agree.
+    """
+    norm = normalize(texts).rename("t")
+    n = len(norm)
+    ascii_rows = (norm.str.len_bytes() == norm.str.len_chars()).to_numpy()
+    if ascii_rows.all():
+        return _ascii_tokens(norm)
+    parts = [(rows, *fn(norm.gather(rows))) for rows, fn in ((np.flatnonzero(ascii_rows), _ascii_tokens),
+                                                              (np.flatnonzero(~ascii_rows), _regex_tokens))]
+    # the two parts back in row order
+    counts = np.zeros(n, np.int64)
+    for rows, ft, _ in parts:
+        counts[rows] = ft.lengths
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    hashes = np.empty(offsets[-1], np.uint64)
+    for rows, ft, _ in parts:
+        hashes[np.repeat(offsets[:-1][rows] - ft.offsets[:-1], ft.lengths) + np.arange(len(ft.hashes))] = ft.hashes
+    joined = pl.concat([j for *_, j in parts]).gather(np.argsort(np.concatenate([r for r, *_ in parts])))
+    return FlatTokens(_NO_TOKENS, _NO_LISTS, hashes, offsets), joined
+
+
+def _regex_tokens(norm: pl.Series) -> tuple[FlatTokens, pl.Series]:
+    lists = norm.str.extract_all(TOKEN_RE)
+    lengths = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    toks = lists.explode().drop_nulls() if len(lists) else pl.Series("t", [], pl.String)
+    hashes = toks.hash(seed=HASH_SEED).to_numpy() if len(toks) else np.zeros(0, np.uint64)
+    return FlatTokens(_NO_TOKENS, _NO_LISTS, hashes, offsets), lists.list.join(" ").rename("t")
+
+
+def _ascii_tokens(norm: pl.Series) -> tuple[FlatTokens, pl.Series]:
+    """Tokens of ASCII texts from their bytes: letter runs and digit runs, nothing else."""
+    n = len(norm)
+    arr = norm.to_arrow()
+    arr = (arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr).cast(pa.large_string())
+    if n == 0:
+        return FlatTokens(_NO_TOKENS, _NO_LISTS, np.zeros(0, np.uint64), np.zeros(1, np.int64)), _NO_TOKENS
+    row_off = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset: arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], np.uint8)[row_off[0]: row_off[-1]] if row_off[-1] > row_off[0] \
+        else np.zeros(0, np.uint8)
+    row_off = row_off - row_off[0]
+    cls = _ASCII_CLASS[data]
+    # tokens start and end where the class changes, and at row ends
+    edge = np.empty(len(cls) + 1, bool)
+    edge[0] = edge[-1] = True
+    np.not_equal(cls[1:], cls[:-1], out=edge[1:-1])
+    edge[row_off] = True
+    tok = cls != 0
+    starts = np.flatnonzero(edge[:-1] & tok)
+    ends = np.flatnonzero(edge[1:] & tok) + 1
+    lens = ends - starts
+    counts = np.diff(np.searchsorted(starts, row_off))
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    # tokens back to back (separators out): one Arrow string array, hashed by polars as before
+    kept = data[tok]
+    tok_off = np.zeros(len(starts) + 1, np.int64)
+    np.cumsum(lens, out=tok_off[1:])
+    toks = pl.from_arrow(pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(tok_off),
+                                                          pa.py_buffer(kept))).rename("t")
+    hashes = toks.hash(seed=HASH_SEED).to_numpy() if len(toks) else np.zeros(0, np.uint64)
+    # joined: each row's tokens with one space before every token but its row's first
+    later = np.ones(len(starts), bool)
+    later[offsets[:-1][counts > 0]] = False
+    space = tok_off[:-1][later]
+    space += np.arange(len(space))  # positions in the joined bytes
+    out = np.full(len(kept) + len(space), ord(" "), np.uint8)
+    fill = np.ones(len(out), bool)
+    fill[space] = False
+    out[fill] = kept
+    j_off = tok_off[offsets] + np.concatenate([[0], np.cumsum(np.maximum(counts - 1, 0))])
+    joined = pl.from_arrow(pa.LargeStringArray.from_buffers(n, pa.py_buffer(j_off), pa.py_buffer(out))).rename("t")
+    return FlatTokens(_NO_TOKENS, _NO_LISTS, hashes, offsets), joined
+
+
 # ---- signatures -------------------------------------------------------------------------
 
 @dataclass
@@ -87,23 +187,48 @@ class Sketches:
 
 def sketch(texts: pl.Series, p: DedupParams, salt: pl.Series | None = None) -> Sketches:
     """`salt` (one string per text) keeps texts of different salts from ever matching."""
-    ft = flat_tokens(texts)
-    joined = ft.lists.list.join(" ")
-    if salt is not None:
-        joined = salt + "\x00" + joined
-    exact_key = joined.hash(seed=KEY_SEED).to_numpy()
+    ft, joined = dedup_tokens(texts)
+    text_key = joined.hash(seed=KEY_SEED).to_numpy()
+    exact_key = (salt + "\x00" + joined).hash(seed=KEY_SEED).to_numpy() if salt is not None else text_key
     rows, _, shingles = ngram_hashes(ft, p.shingle_size, whole_if_shorter=True)
-    offsets = np.zeros(len(texts) + 1, dtype=np.uint64)
-    np.cumsum(np.bincount(rows, minlength=len(texts)), out=offsets[1:])
-    if len(texts):
-        matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(shingles, offsets, p.num_perm, p.seed)
-        sig = np.array(matrix.to_rows(), dtype=np.uint32)
+    # Equal token strings have equal signatures: MinHash each distinct one once.
+    _, first, inverse = np.unique(text_key, return_index=True, return_inverse=True)
+    counts = np.bincount(rows, minlength=len(texts))
+    if len(first) < len(texts):
+        order = np.argsort(first)  # distinct texts in row order, as their shingles are
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        take = np.zeros(len(texts), bool)
+        take[first] = True
+        sig = _signatures(shingles[take[rows]], counts[first[order]], p)[rank[inverse.ravel()]]
     else:
-        sig = np.zeros((0, p.num_perm), np.uint32)
+        sig = _signatures(shingles, counts, p)
     bands = band_hashes(sig, p.bands)
     if salt is not None:
         bands = _mix(bands ^ salt.hash(seed=KEY_SEED).to_numpy()[:, None])
     return Sketches(exact_key, ft.lengths > 0, sig, bands)
+
+
+def _signatures(shingles: np.ndarray, counts: np.ndarray, p: DedupParams) -> np.ndarray:
+    """(rows, num_perm) uint32 rensa RMinHash signatures; row i hashes the next counts[i] shingles.
+
+    rensa hands its matrix back only as Python lists (one int object per value); the cyclic GC
+    would scan those lists again and again while they are built (half the conversion time), so
+    it is paused, and array.array reads the ints without numpy's per-item type discovery.
+    """
+    if len(counts) == 0:
+        return np.zeros((0, p.num_perm), np.uint32)
+    offsets = np.zeros(len(counts) + 1, dtype=np.uint64)
+    np.cumsum(counts, out=offsets[1:])
+    matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(shingles, offsets, p.num_perm, p.seed)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        flat = array("I", chain.from_iterable(matrix.to_rows()))
+    finally:
+        if enabled:
+            gc.enable()
+    return np.frombuffer(flat, np.uint32).reshape(len(counts), p.num_perm)
 
 
 def band_hashes(sig: np.ndarray, bands: int) -> np.ndarray:
@@ -225,10 +350,8 @@ def dedup_frame(pairs: pl.DataFrame, p: DedupParams, index_files: list[str]) -> 
     keys = pl.Series("exact_key", sk.exact_key)
 
     # 1. exact: every row points at the first row with its key; keys already kept earlier win.
-    first = pl.DataFrame({"exact_key": keys, "row": np.arange(n)}).group_by("exact_key").agg(
-        pl.col("row").min().alias("rep"))
-    exact_rep = pl.DataFrame({"exact_key": keys}).join(first, on="exact_key", how="left",
-                                                       maintain_order="left")["rep"].to_numpy()
+    _, first, inverse = np.unique(sk.exact_key, return_index=True, return_inverse=True)
+    exact_rep = first[inverse.ravel()]  # np.unique's index is the first occurrence
     old_exact = {}
     if index_files and n:
         hit = pl.scan_parquet(index_files).select("exact_key", "refined_id") \
@@ -281,9 +404,7 @@ def dedup_frame(pairs: pl.DataFrame, p: DedupParams, index_files: list[str]) -> 
     row = np.arange(n)
     final = label[exact_rep]  # exact members follow their exact representative's component
     old_of = old_id[final]
-    rep_sig = sk.sig[final].copy()
     has_old = old_of != None  # noqa: E711 - elementwise on an object array
-    rep_sig[has_old] = old_sig[final][has_old]
     same_text = (sk.exact_key == sk.exact_key[final]) & ~has_old
     if old_exact:  # exact copies of a pair kept by an earlier run
         ex = keys.replace_strict(old_exact, default=None, return_dtype=pl.String).to_numpy()
@@ -294,7 +415,9 @@ def dedup_frame(pairs: pl.DataFrame, p: DedupParams, index_files: list[str]) -> 
     sizes = np.bincount(final, minlength=n)
     method = np.where(kept, np.where(sizes[final] > 1, "representative", "unique"),
                       np.where(same_text, "exact", "minhash"))
-    sim = np.where(same_text, 1.0, similarity(sk.sig, rep_sig))
+    sim = np.ones(n)
+    est = np.flatnonzero(~same_text)  # estimated only where the texts differ
+    sim[est] = similarity(sk.sig[est], np.where(has_old[est, None], old_sig[final[est]], sk.sig[final[est]]))
     dup = pl.DataFrame({"refined_id": ids, "cluster_id": pl.Series(cluster, dtype=pl.String), "kept": kept,
                         "method": method, "similarity": np.where(method == "unique", np.nan, sim)}) \
         .with_columns(pl.col("similarity").fill_nan(None))
@@ -328,7 +451,7 @@ def pending_shards(wh: Warehouse, out_fp: str, refined_fps: list[str]) -> list[t
 def plan_batches(wh: Warehouse, shards: list[tuple[str, str]], batch_rows: int) -> list[list[tuple[str, str]]]:
     batches, cur, rows = [], [], 0
     for fp, s in shards:
-        n = pl.scan_parquet(wh.shard_path("qa_refined", fp, s)).select(pl.len()).collect().item()
+        n = wh.shard_rows("qa_refined", fp, s)
         if cur and rows + n > batch_rows:
             batches.append(cur)
             cur, rows = [], 0

@@ -1,12 +1,19 @@
 """The LLM layer every LLM stage uses: one OpenAI-compatible client for one or many servers.
 
-`LLMClient.run(requests, stage=, fingerprint=, shard=)` sends a shard's requests with bounded
-concurrency, spread over the replicas by fewest requests in flight; retries 429/5xx/timeouts/
+`LLMClient.run(requests, stage=, fingerprint=, shard=)` sends a shard's requests grouped by prompt
+prefix, with a concurrency limit per endpoint, to the endpoint each prefix prefers unless it is
+busier than the others (tasks/llm_replicas.py); retries 429/5xx/timeouts/
 dropped connections with exponential backoff and jitter (honouring Retry-After); asks for
 structured output (`response_format` json_schema) and validates it with pydantic; serves
 repeated requests from a response cache; journals finished requests so a killed shard resumes;
 and logs one `llm_calls` row per request. A per-request failure is a result with a reason,
 never an exception.
+
+Requests go out through openai.AsyncOpenAI (one client per slot, each over one keep-alive
+connection; max_retries=0, since retries, backoff and failover to another replica happen here).
+They are posted with `client.post(url, cast_to=httpx.Response, content=json_bytes)` rather than
+`chat.completions.create`: that skips openai's typed request transform and response model,
+which cost more client CPU per request than everything else here; the reply is parsed here.
 """
 from __future__ import annotations
 
@@ -17,7 +24,6 @@ import hashlib
 import json
 import random
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +37,7 @@ import pydantic
 
 from tasks.json_repair import repair_escapes
 from tasks.llm_cache import ResponseCache, ShardJournal
+from tasks.llm_replicas import Replica, ReplicaPool, prefix_key, send_order
 from tasks.llm_settings import DEFAULT_BASE_URL, DEFAULT_MODEL, LLMSettings  # noqa: F401 - re-exported
 from warehouse import Warehouse, content_hash, now_utc
 
@@ -174,25 +181,13 @@ class _Reply:
     finish_reason: str | None = None
 
 
-class _Replica:
-    def __init__(self, url: str, settings: LLMSettings):
-        self.url = url
-        self.inflight = 0
-        self.down_until = 0.0  # after a connection failure, prefer other replicas for a moment
-        limits = httpx.Limits(max_connections=settings.max_concurrency,
-                              max_keepalive_connections=settings.max_concurrency)
-        self.client = openai.AsyncOpenAI(
-            base_url=url, api_key=settings.api_key(), timeout=settings.timeout_s, max_retries=0,
-            http_client=httpx.AsyncClient(limits=limits, timeout=settings.timeout_s))
-
-
 # ---- the client ------------------------------------------------------------------------------
 class LLMClient:
     def __init__(self, settings: LLMSettings, wh: Warehouse):
         self.settings = settings
         self.wh = wh
-        self.cache_path = wh.root / "_cache" / "llm" / "responses.sqlite"
-        self.journal_root = wh.root / "_cache" / "llm_journal"
+        self.cache_path = wh.local / "_cache" / "llm" / "responses.sqlite"
+        self.journal_root = wh.local / "_cache" / "llm_journal"
         self.network_calls = 0  # HTTP requests sent by this client (tests and benches read it)
 
     def check_server(self, timeout_s: float = 5.0) -> None:
@@ -286,36 +281,29 @@ class LLMClient:
         )
 
     async def _send_all(self, requests: list[LLMRequest], todo: list[int], finish) -> None:
-        replicas = [_Replica(u, self.settings) for u in self.settings.base_urls]
+        pool = ReplicaPool(self.settings)
         self._last_alive = time.monotonic()  # the last time any replica answered at all
-        sem = asyncio.Semaphore(self.settings.max_concurrency)
-
-        shared = _process_slots(self.settings)
+        prefixes = {i: prefix_key(requests[i].messages) for i in todo}
 
         async def one(i: int) -> None:
-            async with sem:
-                # shards run in threads of one process (Prefect task runner) share the servers' slots
-                while not shared.acquire(blocking=False):
-                    await asyncio.sleep(0.002)
-                try:
-                    t0 = time.perf_counter()
-                    reply, parsed, repaired = await self._ask(replicas, requests[i])
-                    finish(i, reply, False, repaired, parsed, time.perf_counter() - t0)
-                finally:
-                    shared.release()
+            t0 = time.perf_counter()
+            reply, parsed, repaired = await self._ask(pool, requests[i], prefixes[i])
+            finish(i, reply, False, repaired, parsed, time.perf_counter() - t0)
 
-        tasks = [asyncio.ensure_future(one(i)) for i in todo]
+        # a prefix's requests go out together (and to one replica while load allows): its prefix
+        # is then still in that server's cache; results land in their input slots regardless
+        tasks = [asyncio.ensure_future(one(i)) for i in send_order(prefixes, todo)]
         try:
             await asyncio.gather(*tasks)
         finally:  # on an abort, stop the others before their clients close under them
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.gather(*(r.client.close() for r in replicas), return_exceptions=True)
+            await pool.close()
 
-    async def _ask(self, replicas: list[_Replica], req: LLMRequest) -> tuple[_Reply, Any, bool]:
+    async def _ask(self, pool: ReplicaPool, req: LLMRequest, prefix: str) -> tuple[_Reply, Any, bool]:
         """One request, plus at most one repair request when the reply does not validate."""
-        reply = await self._complete(replicas, req, req.messages)
+        reply = await self._complete(pool, req, req.messages, prefix)
         if reply.status != "ok":
             return reply, None, False
         parsed, error = parse_reply(req.response_model, reply.raw, reply.finish_reason)
@@ -326,7 +314,8 @@ class LLMClient:
             return _with(reply, status="parse_error", error=error), None, False
         repair = req.messages + [{"role": "assistant", "content": reply.raw or ""},
                                  {"role": "user", "content": REPAIR_PROMPT.format(error=error)}]
-        second = await self._complete(replicas, req, repair)
+        # the repair repeats the whole first request: the replica that answered has it cached
+        second = await self._complete(pool, req, repair, prefix, prefer=reply.base_url)
         total = dict(attempts=reply.attempts + second.attempts,
                      prompt_tokens=reply.prompt_tokens + second.prompt_tokens,
                      completion_tokens=reply.completion_tokens + second.completion_tokens)
@@ -338,24 +327,24 @@ class LLMClient:
             return _with(second, status="parse_error", error=f"{error}; after repair: {error2}", **total), None, False
         return _with(second, **total), parsed2, True
 
-    async def _complete(self, replicas: list[_Replica], req: LLMRequest, messages: list[dict]) -> _Reply:
+    async def _complete(self, pool: ReplicaPool, req: LLMRequest, messages: list[dict], prefix: str,
+                        prefer: str | None = None) -> _Reply:
         """Send until a reply arrives, a non-retryable error, or the retries are spent."""
         s = self.settings
+        # encoded once for all attempts, posted as bytes to the absolute URL: openai then neither
+        # re-serialises the body nor merges the path into its base URL on every attempt
+        body = json.dumps({"model": s.model, "messages": messages, "temperature": s.temperature,
+                           "max_tokens": req.max_tokens or s.max_tokens,
+                           "response_format": response_format(req.response_model)}).encode()
         attempt, unreachable_since = 0, None
         while True:
             attempt += 1
-            now = time.monotonic()
-            rep = min(replicas, key=lambda r: (r.down_until > now, r.inflight))
-            rep.inflight += 1
+            rep: Replica = await pool.acquire(prefix, prefer)
+            lane = rep.lane()
             self.network_calls += 1
             retry_after = None
             try:
-                # the raw JSON body: openai's typed request transform and response model cost ~5 ms
-                # of CPU per request with a schema attached, more than the rest of this client
-                resp = await rep.client.post("/chat/completions", cast_to=httpx.Response, body={
-                    "model": s.model, "messages": messages, "temperature": s.temperature,
-                    "max_tokens": req.max_tokens or s.max_tokens,
-                    "response_format": response_format(req.response_model)})
+                resp = await lane.post(rep.chat_url, cast_to=httpx.Response, content=body)
                 self._last_alive = time.monotonic()
                 data = resp.json()
                 choice = data["choices"][0]
@@ -370,10 +359,10 @@ class LLMClient:
                 retry_after = _retry_after(exc.response)
             except openai.APITimeoutError:
                 status, error, retryable = "timeout", f"no reply within {s.timeout_s}s", True
-            except openai.APIConnectionError as exc:
+            except openai.APIConnectionError as exc:  # refused, reset, closed without a reply
                 cause = exc.__cause__ or exc
                 status, error, retryable = "connection_error", f"{type(cause).__name__}: {cause}"[:300], True
-                rep.down_until = time.monotonic() + 2.0
+                pool.mark_down(rep)
                 unreachable_since = unreachable_since or time.monotonic()
                 if time.monotonic() - self._last_alive > s.server_down_after_s:
                     raise ServerUnavailable(unavailable_message(
@@ -381,7 +370,7 @@ class LLMClient:
             except Exception as exc:  # noqa: BLE001 - a garbled 200 (bad JSON envelope, no choices)
                 status, error, retryable = "bad_response", f"{type(exc).__name__}: {exc}"[:300], True
             finally:
-                rep.inflight -= 1
+                pool.release(rep, lane)
             # A server that restarts (a model loads for a minute) costs no request: while it is
             # unreachable for less than server_down_after_s the retries do not run out.
             restarting = status == "connection_error" and time.monotonic() - unreachable_since < s.server_down_after_s
@@ -396,17 +385,6 @@ class LLMClient:
             return min(retry_after, s.retry_after_max_s) + random.uniform(0, s.backoff_base_s / 4)
         ceiling = min(s.backoff_max_s, s.backoff_base_s * 2 ** (attempt - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-_SLOTS: dict[tuple, threading.Semaphore] = {}
-_SLOTS_LOCK = threading.Lock()
-
-
-def _process_slots(settings: LLMSettings) -> threading.Semaphore:
-    """One in-flight budget per set of servers for the whole process: max_concurrency in total."""
-    key = (tuple(settings.base_urls), settings.max_concurrency)
-    with _SLOTS_LOCK:
-        return _SLOTS.setdefault(key, threading.Semaphore(settings.max_concurrency))
 
 
 def _with(reply: _Reply, **changes) -> _Reply:

@@ -155,3 +155,20 @@ def test_question_plus_answer_mode_separates_same_question_different_answers():
                                    "Use the formula n(n+1)/2 with n = 10 which is 110/2 = 55 in total."])
     assert dedup_frame(df, P, [])[0]["kept"].sum() == 1
     assert dedup_frame(df, DedupParams(fields="question+answer"), [])[0]["kept"].sum() == 2
+
+
+def test_fast_tokenizer_matches_the_shared_token_rule(real_pairs):
+    """dedup's numpy tokenizer for ASCII rows gives the tokens, hashes and joined text of
+    tasks.benchmarks.flat_tokens (which decontamination uses), on real pairs and odd cases."""
+    import numpy as np
+
+    from tasks.benchmarks import flat_tokens
+    from tasks.dedup import dedup_tokens
+
+    odd = ["", "  ", None, "5cm x^2", "a1b2c3!", "Ünïcödé 漢字abc 12,345 \\frac12 ½", "ﬁnal ２３", "end9", "!!"]
+    for texts in (pl.Series(odd), real_pairs["question"], real_pairs["answer"],
+                  pl.concat([real_pairs["question"][:500], pl.Series(odd)])):
+        ref = flat_tokens(texts)
+        ft, joined = dedup_tokens(texts)
+        assert np.array_equal(ft.offsets, ref.offsets) and np.array_equal(ft.hashes, ref.hashes)
+        assert joined.to_list() == ref.lists.list.join(" ").to_list()

@@ -17,7 +17,7 @@ BaseUrlOption = Annotated[Optional[list[str]], typer.Option(
          "embedded server at http://127.0.0.1:8088/v1, started if down]")]
 ModelOption = Annotated[Optional[str], typer.Option("--model", envvar="WEBINSTRUCT_LLM_MODEL",
                                                     help="Served model name [default: Qwen2.5-Coder-1.5B-Instruct, embedded]")]
-ConcurrencyOption = Annotated[Optional[int], typer.Option("--concurrency", help="LLM requests in flight in total")]
+ConcurrencyOption = Annotated[Optional[int], typer.Option("--concurrency", help="LLM requests in flight per server (base URL)")]
 
 
 class UserError(Exception):
