@@ -1,5 +1,6 @@
-"""Scale-out: the whole pipeline on a local Dask cluster (2 worker processes) and on a warehouse in
-S3 (a real S3 server on loopback) gives the local run's rows, table for table.
+"""Scale-out: the whole pipeline on a local Dask cluster (2 worker processes) writing into a
+warehouse in S3 (a real S3 server on loopback, moto's) gives the local run's rows, table for table;
+crawl files are read from the bucket; `make test-ray` runs the pipeline on a local Ray cluster.
 
 Runs go through the real CLI in subprocesses against the scripted model (deterministic, so two
 runs can be compared row for row)."""
@@ -20,6 +21,9 @@ from warehouse.schemas import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "crawl"
+# The Q&A forum pages (every pair of the sample comes from them) and two crawl samples: few shards,
+# so the three runs here stay short; the whole sample goes through the same code in other tests.
+CRAWL = [SAMPLE / f for f in ("forum_pages.warc.gz", "dolma_warc_sample-0000.warc.gz", "resiliparse_warcfile.warc.gz")]
 WEBINSTRUCT = str(Path(sys.executable).with_name("webinstruct"))
 # when and how long: differ between any two runs
 VOLATILE = {"ingested_at", "labelled_at", "created_at", "trained_at", "seconds", "train_seconds", "latency_s",
@@ -46,19 +50,18 @@ def webinstruct(data_dir: str, *args: str, env: dict | None = None, timeout: int
 
 
 def run_pipeline(server, data_dir: str, *options: str, env: dict | None = None) -> str:
-    return webinstruct(data_dir, *options, "run", str(SAMPLE), "--base-url", server.base_url, "--model", server.model,
+    return webinstruct(data_dir, *options, "run", *map(str, CRAWL), "--base-url", server.base_url, "--model", server.model,
                        env=env)
 
 
 def tables(data_dir: str) -> dict[str, pl.DataFrame]:
     """Every output table's current rows, without run times, in a stable order."""
     from warehouse import Warehouse
-    from warehouse.catalog import query
 
     wh = Warehouse(data_dir)
     out = {}
     for name in sorted(set(TABLES) - BOOKKEEPING):
-        df = query(wh, f"select * from {name}")
+        df = wh.scan(name).collect()
         df = df.drop([c for c in df.columns if c in VOLATILE])
         # rows in a stable order whatever order the shards were written in (a hash of every column)
         out[name] = df.with_columns(_row=df.hash_rows(seed=0)).sort("_row").drop("_row")
@@ -89,14 +92,6 @@ def local_run(server, tmp_path_factory) -> dict[str, pl.DataFrame]:
     data = str(tmp_path_factory.mktemp("local") / "wh")
     run_pipeline(server, data)
     return tables(data)
-
-
-def test_dask_cluster_gives_the_local_rows(server, local_run, tmp_path):
-    pytest.importorskip("prefect_dask")
-    data = str(tmp_path / "wh")
-    out = run_pipeline(server, data, "--runner", "dask", "--runner-workers", "2", "-v")
-    assert "LocalCluster" in out  # the shard tasks went to the cluster
-    assert_same_tables(tables(data), local_run)
 
 
 @pytest.mark.ray
@@ -142,7 +137,7 @@ def s3(tmp_path_factory):
                 break
             except Exception:  # noqa: BLE001 - not listening yet
                 time.sleep(0.1)
-        for f in sorted(SAMPLE.iterdir()):
+        for f in CRAWL:
             client.upload_file(str(f), BUCKET, f"crawl/{f.name}")
         yield env, client
     finally:
@@ -150,38 +145,50 @@ def s3(tmp_path_factory):
         proc.wait(timeout=30)
 
 
-def test_a_warehouse_in_s3_reads_the_crawl_from_s3_and_answers_sql(server, local_run, s3):
+def test_dask_workers_writing_into_s3_give_the_local_rows(server, local_run, s3):
+    """Scale-out as it runs for real: a cluster's worker processes write their shards into the
+    bucket and the flow registers them. The crawl is the same local files, so every version (and
+    every row) must equal the local run's."""
+    pytest.importorskip("prefect_dask")
     env, client = s3
     data = f"s3://{BUCKET}/wh"
-    out = webinstruct(data, "run", f"s3://{BUCKET}/crawl/", "--base-url", server.base_url, "--model", server.model,
-                      env=env)
+    out = run_pipeline(server, data, "--runner", "dask", "--runner-workers", "2", "-v", env=env)
+    assert "LocalCluster" in out  # the shard tasks went to the cluster
     assert f"{data}/export/" in out
-    # `webinstruct sql` reads the Parquet in S3 through fsspec (no DuckDB extension): the same rows
-    # as the local run (paths, and the versions named after them, differ)
+    with env_vars(env):
+        assert_same_tables(tables(data), local_run)
+
+    # `webinstruct sql` reads the Parquet in the bucket through fsspec (no DuckDB extension)
     counts = " union all ".join(f"select '{t}' as t, count(*) as n from {t}" for t in sorted(local_run))
     answer = webinstruct(data, "sql", "-f", "json", counts, env=env)
-    got = {r["t"]: r["n"] for r in json.loads(answer[answer.index("["):])}
-    assert got == {t: df.height for t, df in local_run.items()}
-    content = ["doc_id", "question", "answer", "url"]
-    with env_vars(env):
-        from warehouse import Warehouse
+    assert {r["t"]: r["n"] for r in json.loads(answer[answer.index("["):])} == {
+        t: df.height for t, df in local_run.items()}
+    refused = subprocess.run([WEBINSTRUCT, "--data-dir", data, "sql", "select * from read_csv('/etc/passwd')"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300,
+                             env={k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | env)
+    assert refused.returncode != 0 and "error:" in refused.stdout + refused.stderr
 
-        wh = Warehouse(data)
-        dataset = wh.scan("dataset").select(content).collect().sort(content)
-        crawl_paths = wh.scan("crawl_files").select("path").collect()["path"]
-    assert dataset.equals(local_run["dataset"].select(content).sort(content))
-    assert crawl_paths.str.starts_with(f"s3://{BUCKET}/crawl/").all()
-
-    # the tables, manifest, models and export are objects in the bucket; this machine keeps only state
+    # tables, manifest, models and export are objects in the bucket; this machine keeps only state
     keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="wh/")
             for o in page.get("Contents", [])]
-    top = {k.split("/")[1] for k in keys}
-    assert {"documents", "dataset", "qa_extracted", "_manifest", "_models", "export"} <= top
-    assert any(k.endswith("export/README.md") for k in keys)
+    assert {"documents", "dataset", "qa_extracted", "_manifest", "_models", "export"} <= {k.split("/")[1] for k in keys}
+    assert "wh/export/README.md" in keys
     state = next(Path(env["WEBINSTRUCT_STATE_DIR"]).iterdir())
     assert not (state / "documents").exists() and (state / "catalog.duckdb").exists()
 
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    refused = subprocess.run([WEBINSTRUCT, "--data-dir", data, "sql", "select * from read_csv('/etc/passwd')"],
-                             cwd=ROOT, capture_output=True, text=True, env=base | env, timeout=300)
-    assert refused.returncode != 0 and "error:" in refused.stdout + refused.stderr
+
+def test_crawl_files_are_read_from_s3(local_run, s3, tmp_path):
+    """A crawl in the bucket: listed by prefix, streamed by the reader, the same pages as from disk."""
+    from tasks.ingest import IngestParams, expand_inputs, ingest_path
+
+    env, _ = s3
+    with env_vars(env):
+        files = expand_inputs([f"s3://{BUCKET}/crawl/"])
+        assert [f.rsplit("/", 1)[1] for f in files] == sorted(f.name for f in CRAWL)
+        row = ingest_path(str(tmp_path / "wh"), f"s3://{BUCKET}/crawl/forum_pages.warc.gz", IngestParams())
+        docs = tables(str(tmp_path / "wh"))["documents"]
+    assert row["status"] == "ok" and row["docs_kept"] == docs.height > 100
+    local = local_run["documents"].filter(pl.col("source_file").str.ends_with("/forum_pages.warc.gz"))
+    assert docs["source_file"].unique().to_list() == [f"s3://{BUCKET}/crawl/forum_pages.warc.gz"]
+    cols = ["doc_id", "url", "title", "text"]
+    assert docs.select(cols).sort("doc_id", "text").equals(local.select(cols).sort("doc_id", "text"))
