@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo ui test test-faults test-vllm test-ui test-ray browser bench clean
+.PHONY: setup demo ui test test-slow test-faults test-vllm test-ui test-ray browser bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ ui: setup
 # pytest exits 5 when it collects no test; that is not a failure of the project.
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+# The slow tests outside the fault suite (left out of `make test` to keep it near 10 minutes).
+test-slow: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests --ignore=tests/faults; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
 # The whole fault suite (tests/faults, slow crash-and-resume runs included); writes docs/reliability.md.
 test-faults: setup

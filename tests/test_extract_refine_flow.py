@@ -84,6 +84,7 @@ def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # ~35 s of CLI runs; make test-slow (CI) runs it
 def test_mine_command(ingested_sample, copy_warehouse, llm_server):
     wh = copy_warehouse(ingested_sample)  # (no server: tests/faults/test_user_errors.py)
     url, model = llm_server.base_urls[0], llm_server.model

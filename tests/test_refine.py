@@ -3,6 +3,7 @@ each row traceable to its pair and page; a rerun costs no LLM call (real embedde
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
 from tasks import refine as rf
 from tasks.extract import ChatPrompt, qa_id
@@ -58,6 +59,7 @@ def run_refiners(wh, refiners, xfp, shard) -> tuple[list[str], list[dict], int]:
     return fps, stats, sum(c.network_calls for c in clients)
 
 
+@pytest.mark.slow  # two refiner runs on the real model (~35 s); make test-slow (CI) runs it
 def test_two_refiners_give_two_versions_with_lineage(ingested_sample, copy_warehouse, llm_server):
     wh = copy_warehouse(ingested_sample)
     xfp, shard, extracted = extracted_version(wh)

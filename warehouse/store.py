@@ -157,8 +157,9 @@ class Warehouse:
         if self.remote:
             rel = d.relative_to(self.local).as_posix()
             for f in sorted(d.iterdir()):
-                if f.is_file() and not f.name.startswith("."):
-                    (self.root / rel / f.name).fs.put_file(str(f), (self.root / rel / f.name).path)
+                if f.is_file() and not f.name.startswith("."):  # not fastText's temp files
+                    target = self.root / rel / f.name
+                    target.fs.put_file(str(f), target.path)
 
     def local_file(self, rel: str) -> Path:
         """A warehouse file (path relative to the root) as a local file, fetched once if remote."""
