@@ -22,7 +22,7 @@ class RunnerSettings(BaseModel):
 
     kind: Literal["local", "dask", "ray"] = Field("local", description=(
         "local: threads of the flow's process; dask or ray: the shard tasks run on that cluster "
-        "(pip install 'webinstruct[dask]' or 'webinstruct[ray]')"))
+        "(the dask or ray extra: pip install -e '.[dask]')"))
     address: Optional[str] = Field(None, description=(
         "The cluster to use: tcp://host:8786 (Dask scheduler) or ray://host:10001 / auto (Ray); "
         "empty = start a local cluster for this run and stop it after"))
@@ -63,8 +63,8 @@ def build(settings: RunnerSettings):
             return RayTaskRunner(init_kwargs={"num_cpus": workers, "include_dashboard": False,
                                               "runtime_env": {"env_vars": env}})
     except ImportError as exc:
-        raise RuntimeError(f"runner {settings.kind!r} needs its extra: pip install 'webinstruct[{settings.kind}]' "
-                           f"({exc})") from None
+        raise RuntimeError(f"runner {settings.kind!r} needs its extra: pip install -e '.[{settings.kind}]' in the "
+                           f"webinstruct checkout ({exc})") from None
     raise ValueError(f"no cluster for runner kind {settings.kind!r}")
 
 

@@ -192,3 +192,10 @@ def test_crawl_files_are_read_from_s3(local_run, s3, tmp_path):
     assert docs["source_file"].unique().to_list() == [f"s3://{BUCKET}/crawl/forum_pages.warc.gz"]
     cols = ["doc_id", "url", "title", "text"]
     assert docs.select(cols).sort("doc_id", "text").equals(local.select(cols).sort("doc_id", "text"))
+
+
+def test_an_unknown_runner_is_a_two_line_error():
+    proc = subprocess.run([WEBINSTRUCT, "--runner", "spark", "status"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")})
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["error: --runner: unknown runner 'spark'", "hint: use --runner local, dask or ray"]

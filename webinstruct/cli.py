@@ -134,6 +134,8 @@ def main(data_dir: DataDir = None,
 
     state.data_dir = data_dir
     state.verbose = verbose
+    if runner not in ("local", "dask", "ray"):
+        raise UserError(f"--runner: unknown runner {runner!r}", "use --runner local, dask or ray")
     state.runner = RunnerSettings(kind=runner, address=runner_address, workers=runner_workers)
 
 
