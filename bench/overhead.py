@@ -1,6 +1,6 @@
 """Bench: orchestration overhead. End-to-end wall of a pipeline run vs the stages' bare compute.
 
-    .venv/bin/python bench/overhead.py [--segments 3] [--results bench/results]
+    .venv/bin/python bench/overhead.py [--segments 20] [--results bench/results]
 
 One input (`--segments` replicas of the bundled real sample, built as in bench/memory.py), two
 runs on fresh warehouses against the scripted model server (tests/faults/scripted_model.py):
@@ -118,7 +118,7 @@ def prefect_times(home: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--segments", type=int, default=3, help="input size: replicas of the sample (~270 pages each)")
+    ap.add_argument("--segments", type=int, default=20, help="input size: replicas of the sample (~270 pages each)")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (inputs are reused)")
     ap.add_argument("--bare", nargs=4, metavar=("DATA_DIR", "PATHS_JSON", "BASE_URL", "MODEL"), help=argparse.SUPPRESS)
