@@ -48,6 +48,22 @@ def write_results(folder: Path, bench: str, title: str, rows: list[dict], notes:
     return path
 
 
+def print_table(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    print(f"{'measure':<44} {'ours':>10} {'peer':>10} {'ratio':>7}  unit  target")
+    for r in rows:
+        print(f"{r['measure']:<44} {r['ours']:>10.4g} {r['peer_value']:>10.4g} {r['ratio']:>7.2f}  "
+              f"{r['unit']:<5} {r['target'] or ''}")
+
+
+def report(folder: Path, bench: str, title: str, rows: list[dict], notes: list[str]) -> None:
+    """Write DIR/<bench>.json and print the same table and notes."""
+    write_results(folder, bench, title, rows, notes)
+    print_table(title, rows)
+    for n in notes:
+        print(" -", n)
+
+
 def cpu_seconds() -> float:
     """CPU seconds of this process and its finished children (peers that fork workers)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)

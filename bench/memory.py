@@ -21,7 +21,6 @@ Target: tree peak at 10x <= 1.5 x tree peak at 1x.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -37,6 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.common import report  # noqa: E402
+
 CRAWL = ROOT / "data" / "sample" / "crawl"
 # intact files with HTML responses (resiliparse_clipped.warc.gz is cut short on purpose)
 SOURCES = ["forum_pages.warc.gz", "dolma_warc_sample-0000.warc.gz", "dolma_warc_sample-0001.warc.gz",
@@ -306,19 +307,6 @@ def measure(size: str, copies: int, tmp: Path, server, template: Path) -> dict:
     return res
 
 
-def write_results(path: Path, bench: str, title: str, rows: list[dict], notes: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"bench": bench, "title": title, "rows": rows, "notes": notes}, indent=1) + "\n")
-
-
-def print_table(title: str, rows: list[dict]) -> None:
-    print(f"\n{title}")
-    print(f"{'measure':<44} {'ours':>10} {'peer':>10} {'ratio':>7}  unit  target")
-    for r in rows:
-        print(f"{r['measure']:<44} {r['ours']:>10.4g} {r['peer_value']:>10.4g} {r['ratio']:>7.2f}  "
-              f"{r['unit']:<5} {r['target'] or ''}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", type=int, default=1, help="segments in the 1x input (each ~290 pages, 7 MiB)")
@@ -369,10 +357,7 @@ def main() -> None:
         mib = ", ".join("%.0f MiB" % big["per_role_mib"][r] for r in only_big)
         notes.append(f"processes only in the {big_name} run: {', '.join(only_big)} ({mib})")
     title = f"Flat memory: peak RSS of a whole run on 1x and {args.scale}x the input"
-    write_results(args.results / "memory.json", "memory", title, rows, notes)
-    print_table(title, rows)
-    for n in notes:
-        print(" -", n)
+    report(args.results, "memory", title, rows, notes)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.memory import (NEG_SAMPLE, build_input, clean_env, prefect_template, print_table, run_cli,  # noqa: E402
-                          scripted_server, write_results)
+from bench.common import report  # noqa: E402
+from bench.memory import NEG_SAMPLE, build_input, clean_env, prefect_template, run_cli, scripted_server  # noqa: E402
 
 
 # ---- the bare run (child process) --------------------------------------------------------------------
@@ -194,10 +194,7 @@ def main() -> None:
         "no task-run bookkeeping to explain it (one recall_train task) is other load on the machine.",
     ]
     title = "Orchestration overhead: end-to-end wall vs the stages' bare compute"
-    write_results(args.results / "overhead.json", "overhead", title, rows, notes)
-    print_table(title, rows)
-    for n in notes:
-        print(" -", n)
+    report(args.results, "overhead", title, rows, notes)
 
 
 if __name__ == "__main__":
