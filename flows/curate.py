@@ -13,6 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows.runners import RunnerSettings
+from tasks.llm_settings import LLMSettings
 from flows.runtime import pipeline_run, progress, remember_settings, run_logger, run_shards, stage, total
 from flows.settings import CurateSettings, ExportSettings
 from tasks import decontaminate as decon
@@ -30,8 +31,8 @@ def dedup_batch_task(data_dir: str, params: dedup.DedupParams, out_fp: str, shar
 
 @task(name="decontaminate-shard", retries=1, retry_delay_seconds=2)
 def decontaminate_task(data_dir: str, params: decon.DecontamParams, out_fp: str, kind: str, fp: str,
-                       shard: str) -> dict:
-    return decon.decontaminate_shard(Warehouse(data_dir), params, out_fp, kind, fp, shard)
+                       shard: str, llm: Optional[LLMSettings]) -> dict:
+    return decon.decontaminate_shard(Warehouse(data_dir), params, out_fp, kind, fp, shard, llm)
 
 
 @task(name="dataset-shard", retries=1, retry_delay_seconds=2)
@@ -46,6 +47,7 @@ def curate_flow(
     data_dir: Optional[str] = Field(None, description="Warehouse directory (default ./webinstruct-data)"),
     curate: CurateSettings = Field(CurateSettings(), description="Dedup and decontamination"),
     export: ExportSettings = Field(ExportSettings(), description="Where and how the dataset is exported"),
+    llm: LLMSettings = Field(LLMSettings(), description="The LLM server for the contamination judge (curate.llm_judge)"),
     runner: Optional[RunnerSettings] = Field(None, description=(
         "Where shard tasks run: local threads (empty), or a Dask/Ray cluster (kind, address)")),
     run_id: Optional[str] = Field(None, description="Set by the pipeline flow; leave empty"),
@@ -61,7 +63,9 @@ def curate_flow(
                            keep_unrefined=keep_unrefined)
     benchmarks = curate.benchmark_specs()
     cp = decon.DecontamParams(benchmarks=tuple(benchmarks) if benchmarks else None,
-                              documents=curate.decontaminate_documents, keep_unrefined=keep_unrefined)
+                              documents=curate.decontaminate_documents, keep_unrefined=keep_unrefined,
+                              stop_corpus=None if curate.stop_ngrams else (), semantic=curate.semantic_params(llm.model))
+    judge_llm = llm if curate.llm_judge else None
     xp = export_mod.DatasetParams(keep_unrefined=keep_unrefined, min_answer_agreement=curate.min_answer_agreement)
     decon_docs = doc_fps if curate.decontaminate_documents else []
     decon_up = refined_fps + decon_docs
@@ -90,18 +94,24 @@ def curate_flow(
                 sr.reasons = {"kept": total(res, "kept"), "duplicate": total(res, "dropped")}
             summary.update(pairs=total(res, "rows_in"), duplicates_dropped=total(res, "dropped"))
 
-        with stage(wh, run_id=rid, name=decon.STAGE, fingerprint=decon_fp, outputs=[decon.TABLE],
+        with stage(wh, run_id=rid, name=decon.STAGE, fingerprint=decon_fp,
+                   outputs=[decon.TABLE, *(["llm_calls"] if judge_llm else [])],
                    params=cp.settings(), upstream=decon_up, code_version=decon.CODE_VERSION) as sr:
             todo = decon.pending(wh, decon_fp, refined_fps, decon_docs)
             progress("decontaminate", 0, len(todo))
-            res = run_shards(decontaminate_task, [(root, cp, decon_fp, k, fp, s) for k, fp, s in todo],
+            if todo and judge_llm:  # fail fast, before any task starts, with what to start
+                from tasks.llm_client import LLMClient
+                LLMClient(judge_llm, wh).check_server()
+            res = run_shards(decontaminate_task, [(root, cp, decon_fp, k, fp, s, judge_llm) for k, fp, s in todo],
                              "decontaminate", lambda r: ("decontaminate", 1))
             sr.add(**counts(todo, n_refined + n_docs, res, "contaminated"))
             summary.update(
                 contaminated_pairs=sum(r["contaminated"] for r in res if r["kind"] == "pair"),
-                contaminated_documents=sum(r["contaminated"] for r in res if r["kind"] == "document"))
+                contaminated_documents=sum(r["contaminated"] for r in res if r["kind"] == "document"),
+                rephrased_pairs=sum(r.get("rephrased", 0) for r in res))
             if res:
                 sr.reasons = {"contaminated pairs": summary["contaminated_pairs"],
+                              "of which rephrased": summary["rephrased_pairs"],
                               "contaminated pages": summary["contaminated_documents"]}
 
         with stage(wh, run_id=rid, name=export_mod.STAGE, fingerprint=data_fp, outputs=["dataset"],

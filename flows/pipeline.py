@@ -53,7 +53,8 @@ def pipeline_flow(
         summary["extract"] = run_stage(extract_flow, data_dir=root, llm=llm, extract=extract, run_id=run_id)
         summary["refine"] = run_stage(refine_flow, data_dir=root, refiners=refiners or [llm], refine=refine,
                                       run_id=run_id)
-        summary["curate"] = run_stage(curate_flow, data_dir=root, curate=curate, export=export, run_id=run_id)
+        summary["curate"] = run_stage(curate_flow, data_dir=root, curate=curate, export=export, llm=llm,
+                                      run_id=run_id)
     rows = funnel(wh)
     publish_table("funnel", rows.to_dicts(), f"documents -> clean pairs after run {run_id}")
     run_logger().info("funnel: %s", ", ".join(f"{s} {n}" for s, n in rows.iter_rows()))

@@ -102,10 +102,26 @@ class CurateSettings(_Form):
     benchmarks: Optional[list[BenchmarkName]] = Field(None, description="Bundled benchmarks to decontaminate against; empty = all")
     extra_benchmarks: list[str] = Field(default_factory=list, description="Your own benchmark files as [name=]path:field")
     decontaminate_documents: bool = Field(False, description="Also drop every pair of a page that contains benchmark text")
+    stop_ngrams: bool = Field(True, description=(
+        "Ignore benchmark 10-grams that also occur in general problem text (the bundled seed sets): stock phrases"))
+    semantic_check: bool = Field(True, description=(
+        "Also catch benchmark items restated in other words (sentence embeddings, all-MiniLM-L6-v2 on CPU)"))
+    semantic_threshold: float = Field(0.82, ge=0, le=1, description=(
+        "Cosine to the nearest benchmark item at which a pair is contaminated (calibrated: webinstruct eval decontamination)"))
+    llm_judge: bool = Field(False, description=(
+        "Send pairs near a benchmark item (cosine >= judge_floor) to the LLM, whose verdict decides"))
+    judge_floor: float = Field(0.70, ge=0, le=1, description="Lowest cosine a pair needs to be sent to the judge")
     unrefined_pairs: Literal["keep", "drop"] = Field("keep", description=(
         "Pairs whose refinement failed verification: keep the extracted pair (marked refined=false) or leave them out"))
     min_answer_agreement: Optional[float] = Field(1.0, ge=0, le=1, description=(
         "With two or more refiners: leave out pairs whose refiners' final answers agree less than this (empty: keep all)"))
+
+    def semantic_params(self, judge_model: str = ""):
+        from tasks.semantic_decontam import SemanticParams
+        if not self.semantic_check:
+            return None
+        return SemanticParams(threshold=self.semantic_threshold, judge=self.llm_judge, judge_floor=self.judge_floor,
+                              judge_model=judge_model if self.llm_judge else "")
 
     def benchmark_specs(self) -> Optional[list[str]]:
         if not self.benchmarks and not self.extra_benchmarks:

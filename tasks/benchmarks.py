@@ -17,6 +17,13 @@ numbers is still specific enough (see tests/test_decontaminate.py for the measur
 Benchmark 10-grams made only of numbers and single letters ("1 2 3 ... 10", "a 1 a 2 a 3 ...") are not
 indexed: pagination and enumerations on unrelated pages contain them (7 of the 270 sample pages did).
 Only one of the 16,648 shipped items (an all-formula MMLU question) has no other 10-gram.
+LaTeX markup does not count as a word either: command and environment names and array column
+specs ("a b c d e f g h i end", a matrix on a MathJax help page, matched a MATH problem).
+Stop n-grams: benchmark 10-grams that occur in STOP_MIN_TEXTS or more texts of a general corpus
+(by default the bundled seed sets: GSM8K train, AQuA-RAT, SVAMP, about 9k problems with worked
+answers) are phrasing shared by many problems ("the original price what was the original price
+of the"), not evidence of a copied item, and are not indexed, unless that would leave an item
+with no n-gram at all.
 
 Benchmark sources: the bundled test sets (data/benchmarks) or user files given as
 `[name=]path:field[+field...]` (JSONL, JSON list or Parquet). The text of an item is its question
@@ -40,6 +47,20 @@ TOKEN_RE = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]|\p{L}+|\p{N}+"
 WORD_RE = r"^(?:\p{L}{2,}|[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}])$"
 HASH_SEED = 0x5EED
 _MUL = np.uint64(0x9E3779B97F4A7C15)
+STOP_MIN_TEXTS = 2
+
+# Markup, not words: LaTeX environment and command names that survive normalization, and array
+# column specs (`{ccc}`, `{lcr}`), for the "has a word" test of an n-gram.
+LATEX_WORDS = frozenset((
+    "begin end array matrix pmatrix bmatrix vmatrix smallmatrix cases align aligned gather gathered "
+    "split eqnarray tabular multline equation sqrt sin cos tan cot sec csc arcsin arccos arctan sinh cosh "
+    "tanh log ln exp lim sum prod int iint oint infty partial nabla alpha beta gamma delta epsilon "
+    "varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi pi rho sigma tau upsilon phi varphi chi "
+    "psi omega overline underline hat bar vec tilde dot ddot binom choose mod pmod bmod gcd lcm max min "
+    "det dim ker deg arg sup inf lfloor rfloor lceil rceil langle rangle mid in notin subset subseteq "
+    "cup cap emptyset forall exists neg wedge vee to rightarrow leftarrow implies iff angle triangle "
+    "perp parallel cong sim equiv propto ldots vdots ddots prime circ").split())
+_COLUMN_SPEC_RE = r"^[lcr]{2,}$"
 
 # LaTeX commands dropped entirely (formatting, or written as punctuation in plain text).
 LATEX_DROP = (
@@ -277,14 +298,26 @@ class BenchmarkIndex:
         return ngram_text(self.tokens, starts, self.n)
 
 
-def build_index(sources: list[BenchmarkSource], n: int = 10, min_tokens: int = 3) -> BenchmarkIndex:
+def _markup_free_words(toks: pl.Series) -> np.ndarray:
+    return (toks.str.contains(WORD_RE) & ~toks.is_in(list(LATEX_WORDS)) & ~toks.str.contains(_COLUMN_SPEC_RE)).to_numpy()
+
+
+def common_ngrams(texts: pl.Series, n: int, min_texts: int = STOP_MIN_TEXTS) -> pl.Series:
+    """Hashes of the n-grams that occur in at least `min_texts` of `texts` (the stop n-grams)."""
+    rows, _, hashes = ngram_hashes(flat_tokens(texts), n)
+    grams = pl.DataFrame({"row": rows, "hash": hashes}).unique()
+    return grams.group_by("hash").len().filter(pl.col("len") >= min_texts)["hash"]
+
+
+def build_index(sources: list[BenchmarkSource], n: int = 10, min_tokens: int = 3,
+                stop_texts: pl.Series | None = None, stop_min_texts: int = STOP_MIN_TEXTS) -> BenchmarkIndex:
     texts = load_benchmarks(sources)
     ft = flat_tokens(texts["text"])
     lengths = ft.lengths
     rows, starts, hashes = ngram_hashes(ft, n)
-    # An n-gram of only numbers and single letters ("1 2 3 ... 10", "a 1 a 2 a 3") is not evidence:
-    # pagination and enumerations on unrelated pages contain them. Keep n-grams with a word.
-    words = np.concatenate([[0], np.cumsum(ft.tokens.str.contains(WORD_RE).to_numpy())]) if len(ft.tokens) \
+    # An n-gram of only numbers, single letters and markup ("1 2 3 ... 10", "a 1 a 2 a 3", "a b c d e f
+    # g h i end") is not evidence: pagination, enumerations and LaTeX help pages contain them.
+    words = np.concatenate([[0], np.cumsum(_markup_free_words(ft.tokens))]) if len(ft.tokens) \
         else np.zeros(1, np.int64)
     informative = words[starts + n] > words[starts]
     rows, starts, hashes = rows[informative], starts[informative], hashes[informative]
@@ -294,6 +327,14 @@ def build_index(sources: list[BenchmarkSource], n: int = 10, min_tokens: int = 3
         "item_id": texts["item_id"].gather(rows),
         "start": starts,
     }).unique(["hash", "benchmark", "item_id"], keep="first", maintain_order=True)
+    if stop_texts is not None and len(stop_texts):
+        common = ngrams["hash"].is_in(common_ngrams(stop_texts, n, stop_min_texts).implode())
+        # an item whose every n-gram is common keeps them all: dropping it would make it invisible
+        keep_all = ngrams.with_columns(common=common).group_by("benchmark", "item_id").agg(pl.col("common").all())
+        keep_all = keep_all.filter(pl.col("common")).select("benchmark", "item_id", pl.lit(True).alias("keep"))
+        ngrams = (ngrams.with_columns(common=common).join(keep_all, on=["benchmark", "item_id"], how="left",
+                                                          maintain_order="left")
+                  .filter(~pl.col("common") | pl.col("keep").fill_null(False)).drop("common", "keep"))
     is_short = (lengths >= min_tokens) & (lengths < n)
     short = texts.filter(pl.Series(is_short))
     short = short.select(padded(short["text"]).alias("pattern"), "benchmark", "item_id")

@@ -8,7 +8,12 @@ Benchmark 10-grams are indexed as 64-bit hashes; a text's 10-gram hashes are joi
 polars, and every reported match is re-checked on the spelled-out n-gram (no hash false positives).
 Short items are matched with one Aho-Corasick pass (polars `extract_many`) over ` tok tok ` strings.
 One row per (id, field, benchmark, rule): the benchmark item sharing the most n-grams with the text
-(`hits`), with the first matched n-gram.
+(`hits`), with the first matched n-gram. Benchmark n-grams also found in a general corpus (the
+bundled seed problems by default: `stop_corpus`) are not indexed (tasks/benchmarks.py).
+
+Pairs the n-gram rule leaves are then checked for rephrased items (tasks/semantic_decontam.py):
+rows with method `embedding` (and `llm_judge`), a similarity and, for the judge, its verdict.
+Only rows with `flagged` remove a pair from the dataset.
 
 With `documents=True`, every ingested page's text is checked too and contaminated pages give
 level='document' rows; the dataset then drops every pair extracted from such a page (the paper
@@ -27,13 +32,15 @@ from functools import lru_cache
 import numpy as np
 import polars as pl
 
-from tasks.benchmarks import (NORM_VERSION, BenchmarkIndex, build_index, flat_tokens, ngram_hashes,
+from tasks import semantic_decontam as sem
+from tasks.benchmarks import (NORM_VERSION, STOP_MIN_TEXTS, BenchmarkIndex, build_index, flat_tokens, ngram_hashes,
                               ngram_text, resolve_sources, sources_fingerprint)
 from tasks.refine_verify import usable
+from tasks.seeds import load_seeds, seeds_fingerprint
 from warehouse import Warehouse, fingerprint
 
 STAGE = "decontaminate"
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 TABLE = "qa_contamination"
 
 
@@ -44,14 +51,25 @@ class DecontamParams:
     min_tokens: int = 3
     documents: bool = False  # also check whole pages (level='document')
     keep_unrefined: bool = True  # also check pairs whose refinement failed verification (they may be kept)
+    stop_corpus: tuple[str, ...] | None = None  # seed-format files of general text; None: bundled seeds; (): none
+    semantic: sem.SemanticParams | None = sem.SemanticParams()  # None: the n-gram rule only
 
     def sources(self):
         return resolve_sources(list(self.benchmarks) if self.benchmarks else None)
 
+    def stop_texts(self) -> pl.Series | None:
+        if self.stop_corpus == ():
+            return None
+        return load_seeds(list(self.stop_corpus) if self.stop_corpus else None)["text"]
+
     def settings(self) -> dict:
+        stop = None if self.stop_corpus == () else {
+            "corpus": seeds_fingerprint(list(self.stop_corpus) if self.stop_corpus else None),
+            "min_texts": STOP_MIN_TEXTS}
         return {"n": self.n, "min_tokens": self.min_tokens, "documents": self.documents,
                 "unrefined_pairs": "keep" if self.keep_unrefined else "drop",
-                "normalization": NORM_VERSION, "benchmarks": sources_fingerprint(self.sources())}
+                "normalization": NORM_VERSION, "benchmarks": sources_fingerprint(self.sources()),
+                "stop_ngrams": stop, "semantic": self.semantic.settings() if self.semantic else None}
 
     def fingerprint(self, upstream: list[str]) -> str:
         return fingerprint(STAGE, params=self.settings(), code_version=CODE_VERSION, upstream=upstream)
@@ -68,13 +86,17 @@ def get_index(params: DecontamParams) -> BenchmarkIndex:
 
 @lru_cache(maxsize=4)
 def _build_index(params: DecontamParams) -> BenchmarkIndex:
-    return build_index(params.sources(), n=params.n, min_tokens=params.min_tokens)
+    return build_index(params.sources(), n=params.n, min_tokens=params.min_tokens, stop_texts=params.stop_texts())
 
 
 def _empty() -> pl.DataFrame:
     return pl.DataFrame(schema={"id": pl.String, "level": pl.String, "benchmark": pl.String,
                                 "benchmark_item": pl.String, "field": pl.String, "matched_ngram": pl.String,
                                 "rule": pl.String, "hits": pl.Int32})
+
+
+_NGRAM_COLUMNS = [pl.lit("ngram").alias("method"), pl.lit(None, pl.Float64).alias("similarity"),
+                  pl.lit(None, pl.String).alias("verdict"), pl.lit(True).alias("flagged")]
 
 
 def find_contamination(index: BenchmarkIndex, ids: pl.Series, texts: pl.Series, *, field: str,
@@ -115,7 +137,7 @@ def find_contamination(index: BenchmarkIndex, ids: pl.Series, texts: pl.Series, 
                                  pl.lit(field).alias("field"),
                                  pl.col("pattern").str.strip_chars().alias("matched_ngram"),
                                  pl.lit("exact").alias("rule"), pl.lit(1, pl.Int32).alias("hits")))
-    return pl.concat(out)
+    return pl.concat(out).with_columns(_NGRAM_COLUMNS)
 
 
 def contaminated_pairs(index: BenchmarkIndex, pairs: pl.DataFrame) -> pl.DataFrame:
@@ -143,16 +165,39 @@ def pending(wh: Warehouse, out_fp: str, refined_fps: list[str], doc_fps: list[st
                    if doc_shard(fp, s) not in done]
 
 
-def decontaminate_shard(wh: Warehouse, params: DecontamParams, out_fp: str, kind: str, fp: str, shard: str) -> dict:
+def semantic_check(wh: Warehouse, params: DecontamParams, pairs: pl.DataFrame, llm=None, *, fp: str = "",
+                   shard: str = "") -> pl.DataFrame:
+    """Rows for the pairs that are rephrased benchmark items (embedding, then the judge if asked)."""
+    sp = params.semantic
+    bv = sem.benchmark_vectors(params.sources(), sp, wh.local / "embeddings")
+    near = sem.nearest_items(bv, pairs, sp)
+    rows = [sem.embedding_rows(near, sp)]
+    if sp.judge and near.height:
+        from tasks.llm_client import LLMClient
+        from tasks.llm_settings import LLMSettings
+
+        best, reqs = sem.judge_requests(near, pairs, bv)
+        results = LLMClient(llm or LLMSettings(), wh).run(reqs, stage=STAGE, fingerprint=fp, shard=shard)
+        rows.append(sem.judge_rows(best, results, sp))
+    return pl.concat(rows)
+
+
+def decontaminate_shard(wh: Warehouse, params: DecontamParams, out_fp: str, kind: str, fp: str, shard: str,
+                        llm=None) -> dict:
     """Check one qa_refined (kind='pair') or documents (kind='document') shard; write its output shard."""
     index = get_index(params)
     if kind == "pair":
         rows = wh.read_shard("qa_refined", fp, shard).filter(usable(params.keep_unrefined))
         found = contaminated_pairs(index, rows)
         name = pair_shard(fp, shard)
+        if params.semantic:
+            rest = rows.join(found.select(pl.col("id").alias("refined_id")).unique(), on="refined_id", how="anti")
+            found = pl.concat([found, semantic_check(wh, params, rest, llm, fp=out_fp, shard=name)])
     else:
         rows = wh.read_shard("documents", fp, shard, columns=["doc_id", "text"])
         found = find_contamination(index, rows["doc_id"], rows["text"], field="text", level="document")
         name = doc_shard(fp, shard)
     wh.write_shard(TABLE, out_fp, name, found)
-    return {"kind": kind, "rows_in": rows.height, "contaminated": found["id"].n_unique()}
+    flagged = found.filter(pl.col("flagged"))
+    return {"kind": kind, "rows_in": rows.height, "contaminated": flagged["id"].n_unique(),
+            "rephrased": flagged.filter(pl.col("method") != "ngram")["id"].n_unique()}

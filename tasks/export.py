@@ -53,7 +53,7 @@ def contaminated_documents(wh: Warehouse, decon_fp: str) -> pl.DataFrame:
              for s in wh.shard_ids("qa_contamination", decon_fp) if s.startswith("doc-")]
     if not files:
         return pl.DataFrame(schema={"doc_id": pl.String})
-    return pl.scan_parquet(files).select(pl.col("id").alias("doc_id")).unique().collect()
+    return pl.scan_parquet(files).filter(pl.col("flagged").fill_null(True)).select(pl.col("id").alias("doc_id")).unique().collect()
 
 
 def build_dataset_shard(wh: Warehouse, out_fp: str, refined_fp: str, shard: str, dedup_fp: str,
@@ -68,7 +68,7 @@ def build_dataset_shard(wh: Warehouse, out_fp: str, refined_fp: str, shard: str,
 
     refined = wh.read_shard("qa_refined", refined_fp, shard).filter(usable(params.keep_unrefined))
     dropped = wh.read_shard("qa_duplicates", dedup_fp, shard_name(refined_fp, shard)).filter(~pl.col("kept"))
-    dirty = wh.read_shard("qa_contamination", decon_fp, pair_shard(refined_fp, shard))
+    dirty = wh.read_shard("qa_contamination", decon_fp, pair_shard(refined_fp, shard)).filter(pl.col("flagged").fill_null(True))
     bad_docs = contaminated_documents(wh, decon_fp) if bad_docs is None else bad_docs
     clean = (refined.join(dropped.select("refined_id"), on="refined_id", how="anti")
              .join(dirty.select(pl.col("id").alias("refined_id")).unique(), on="refined_id", how="anti")
@@ -204,8 +204,8 @@ def dataset_card(wh: Warehouse, df: pl.DataFrame, fmt: str) -> str:
     unrefined = [*ok_pairs, (pl.col("status") == "unrefined").sum().alias("unrefined")]
     models = wh.scan("qa_refined").group_by("model", "prompt_fingerprint").agg(unrefined).sort("model").collect()
     extract = wh.scan("qa_extracted").group_by("model", "prompt_fingerprint").agg(ok_pairs).sort("model").collect()
-    contam = wh.scan("qa_contamination").group_by("level", "benchmark").agg(
-        pl.col("id").n_unique().alias("items_removed")).sort("level", "benchmark").collect()
+    contam = wh.scan("qa_contamination").filter(pl.col("flagged").fill_null(True)).group_by("level", "benchmark", "method").agg(
+        pl.col("id").n_unique().alias("items_removed")).sort("level", "benchmark", "method").collect()
     dedup = _stage_settings(wh, "qa_duplicates")
     decon = _stage_settings(wh, "qa_contamination")
     checks = _stage_settings(wh, "dataset")
@@ -218,6 +218,7 @@ def dataset_card(wh: Warehouse, df: pl.DataFrame, fmt: str) -> str:
                               for r in frame.iter_rows())
 
     benches = decon.get("benchmarks", [])
+    semantic = {k: v for k, v in (decon.get("semantic") or {}).items() if k != "judge_prompt"} or None
     return f"""---
 configs:
 - config_name: default
@@ -259,6 +260,10 @@ run; settings: `{json.dumps(dedup, sort_keys=True)}`.
 DeepSeekMath rule: a pair is removed when its question or answer shares a {decon.get("n", 10)}-gram
 (normalized tokens) with a benchmark item, or contains a whole benchmark item of
 {decon.get("min_tokens", 3)}..{decon.get("n", 10) - 1} tokens; whole pages checked: {decon.get("documents", False)}.
+10-grams common in general problem text are not evidence: `{json.dumps(decon.get("stop_ngrams"), sort_keys=True)}`.
+Rephrased items (the pairs the n-gram rule left): sentence embeddings of the question and of
+question+answer against every benchmark item, removed at cosine >= threshold (or by the LLM judge):
+`{json.dumps(semantic, sort_keys=True)}`.
 Benchmarks: {", ".join(f"{b['name']} ({'+'.join(b['fields'])}, sha256 {b['sha256']})" for b in benches) or "none"}.
 
 {table(contam)}"""

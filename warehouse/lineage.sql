@@ -18,11 +18,11 @@ WITH recall AS (
            count(DISTINCT c.id) AS pairs_contaminated
     FROM qa_refined r
     LEFT JOIN qa_duplicates d USING (refined_id)
-    LEFT JOIN qa_contamination c ON c.id = r.refined_id AND c.level = 'pair'
+    LEFT JOIN qa_contamination c ON c.id = r.refined_id AND c.level = 'pair' AND coalesce(c.flagged, true)
     GROUP BY r.doc_id
 ), doc_contamination AS (
     SELECT id AS doc_id, any_value(benchmark) AS contaminated_by FROM qa_contamination
-    WHERE level = 'document' GROUP BY id
+    WHERE level = 'document' AND coalesce(flagged, true) GROUP BY id
 ), final AS (
     SELECT doc_id, count(*) AS pairs_in_dataset FROM dataset GROUP BY doc_id
 )

@@ -250,23 +250,36 @@ def section_llm(ctx: Ctx) -> str:
             + svg.hbars(bars, title="LLM tokens per model (prompt + completion)"))
 
 
+METHOD_COLORS = {"ngram": "#c62828", "embedding": "#6a1b9a", "llm_judge": "#ef8f00"}
+
+
 def section_contamination(ctx: Ctx) -> str:
-    g = (ctx.wh.scan("qa_contamination").group_by("benchmark").agg(
+    c = ctx.wh.scan("qa_contamination").with_columns(
+        pl.col("method").fill_null("ngram"), pl.col("flagged").fill_null(True))  # rows written before methods
+    g = (c.filter(pl.col("flagged")).group_by("benchmark").agg(
         pairs=pl.col("id").filter(pl.col("level") == "pair").n_unique(),
         pages=pl.col("id").filter(pl.col("level") == "document").n_unique(),
-        items=pl.col("benchmark_item").n_unique(), ngram=(pl.col("rule") == "ngram").sum(),
-        exact=(pl.col("rule") == "exact").sum()).sort(["pairs", "benchmark"], descending=[True, False]).collect())
+        items=pl.col("benchmark_item").n_unique(),
+        **{m: pl.col("id").filter((pl.col("method") == m) & (pl.col("level") == "pair")).n_unique()
+           for m in METHOD_COLORS}).sort(["pairs", "benchmark"], descending=[True, False]).collect())
+    near = c.filter(pl.col("method") == "embedding").select(
+        checked=pl.len(), below=(~pl.col("flagged")).sum()).collect().row(0, named=True)
     if g.is_empty():
         return nodata(" (or nothing matched a benchmark)")
-    bars = [svg.Bar(r["benchmark"], (svg.Segment(r["pairs"], "#c62828", f"{r['benchmark']}: {r['pairs']:,} pairs"),
-                                     svg.Segment(r["pages"], "#ef8f00", f"{r['benchmark']}: {r['pages']:,} pages")),
+    bars = [svg.Bar(r["benchmark"], tuple(svg.Segment(r[m], color, f"{r['benchmark']}: {r[m]:,} pairs by {m}")
+                                          for m, color in METHOD_COLORS.items())
+                    + (svg.Segment(r["pages"], "#8d6e63", f"{r['benchmark']}: {r['pages']:,} pages"),),
                     f"{r['pairs']:,} pairs · {r['pages']:,} pages") for r in g.iter_rows(named=True)]
-    rows = [[r["benchmark"], r["pairs"], r["pages"], r["items"], r["ngram"], r["exact"]]
+    rows = [[r["benchmark"], r["pairs"], r["ngram"], r["embedding"], r["llm_judge"], r["pages"], r["items"]]
             for r in g.iter_rows(named=True)]
-    return (legend({"pairs": "#c62828", "pages": "#ef8f00"})
-            + svg.hbars(bars, title="Contamination hits per benchmark", label_width=140, note_width=170)
-            + table(["benchmark", "pairs", "pages", "benchmark items", "n-gram matches", "exact matches"], rows,
-                    numeric={1, 2, 3, 4, 5}))
+    note = (f'<p class="muted">Pairs counted under each method that flagged them (the n-gram rule runs first; '
+            f"the embedding check sees only what it left). {near['below'] or 0:,} pair field(s) were near a "
+            f"benchmark item but under the threshold (or cleared by the judge).</p>") if near["checked"] else ""
+    return (legend({"n-gram": METHOD_COLORS["ngram"], "embedding": METHOD_COLORS["embedding"],
+                    "LLM judge": METHOD_COLORS["llm_judge"], "pages": "#8d6e63"})
+            + svg.hbars(bars, title="Contamination per benchmark and method", label_width=140, note_width=170)
+            + table(["benchmark", "pairs", "by n-gram", "by embedding", "by LLM judge", "pages", "benchmark items"],
+                    rows, numeric={1, 2, 3, 4, 5, 6}) + note)
 
 
 def _fmt_value(v: Any, n: int = 70) -> str:

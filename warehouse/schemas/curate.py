@@ -30,7 +30,8 @@ QA_DEDUP_INDEX = TableSpec(
 
 QA_CONTAMINATION = TableSpec(
     name="qa_contamination",
-    doc="Pairs (or documents) whose text overlaps an evaluation benchmark item.",
+    doc="Pairs (or documents) whose text overlaps an evaluation benchmark item, or restates one in other "
+        "words (method embedding / llm_judge); only rows with flagged=true remove a pair.",
     key=("id", "field", "benchmark", "rule"),
     schema={
         "id": pl.String,  # refined_id (level=pair) or doc_id (level=document)
@@ -39,8 +40,12 @@ QA_CONTAMINATION = TableSpec(
         "benchmark_item": pl.String,
         "field": pl.String,
         "matched_ngram": pl.String,
-        "rule": pl.String,  # ngram | exact
-        "hits": pl.Int32,  # n-grams the text shares with that item (1 for rule=exact)
+        "rule": pl.String,  # ngram | exact (method ngram), cosine (embedding), judge (llm_judge)
+        "hits": pl.Int32,  # n-grams the text shares with that item (1 for rule=exact; null otherwise)
+        "method": pl.String,  # ngram | embedding | llm_judge
+        "similarity": pl.Float64,  # cosine of the field and the item's sentence vectors (null for ngram)
+        "verdict": pl.String,  # llm_judge: "same: <reason>" | "different: <reason>" | "failed: <error>"
+        "flagged": pl.Boolean,  # this row makes the pair (or page) contaminated
     },
 )
 

@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from webinstruct.options import BaseUrlOption, ConcurrencyOption, ModelOption
+
 
 def register(app: typer.Typer) -> None:
     from webinstruct.cli import console, prefect_ready, warehouse
@@ -23,6 +25,17 @@ def register(app: typer.Typer) -> None:
                  "or \\[name=]path:field[+field] for a JSONL/JSON/Parquet file [default: all bundled]")] = None,
         documents: Annotated[bool, typer.Option(
             "--documents/--no-documents", help="Also drop pairs of pages that contain benchmark text")] = False,
+        stop_ngrams: Annotated[bool, typer.Option(
+            "--stop-ngrams/--no-stop-ngrams", help="Ignore benchmark 10-grams common in general problem text")] = True,
+        semantic: Annotated[bool, typer.Option(
+            "--semantic/--no-semantic", help="Also catch rephrased benchmark items (sentence embeddings)")] = True,
+        semantic_threshold: Annotated[float, typer.Option(help="Cosine at which a pair is a rephrased item")] = 0.82,
+        judge: Annotated[bool, typer.Option(
+            "--judge/--no-judge", help="Let the LLM decide on pairs near a benchmark item (cosine >= --judge-floor)")] = False,
+        judge_floor: Annotated[float, typer.Option(help="Lowest cosine sent to the judge")] = 0.70,
+        base_url: BaseUrlOption = None,
+        model: ModelOption = None,
+        concurrency: ConcurrencyOption = None,
         export_dir: Annotated[Optional[str], typer.Option(help="Also export the dataset to this folder")] = None,
         format: Annotated[str, typer.Option("--format", help="Export format: parquet | jsonl")] = "parquet",
     ) -> None:
@@ -34,17 +47,25 @@ def register(app: typer.Typer) -> None:
         settings = CurateSettings(dedup_fields=fields, shingle_size=shingle_size, num_perm=num_perm, bands=bands,
                                   dedup_threshold=threshold, per_model=per_model, benchmarks=bundled or None,
                                   extra_benchmarks=[b for b in benchmark or [] if ":" in b],
-                                  decontaminate_documents=documents)
+                                  decontaminate_documents=documents, stop_ngrams=stop_ngrams,
+                                  semantic_check=semantic, semantic_threshold=semantic_threshold,
+                                  llm_judge=judge and semantic, judge_floor=judge_floor)
         export = ExportSettings(dir=export_dir, format=format)
         root = prefect_ready()
         from flows.curate import curate_flow
 
-        with ui.progress_bars(console):
-            summary = curate_flow(data_dir=str(root), curate=settings, export=export)
+        if settings.llm_judge:
+            from webinstruct.options import llm_session
+            with llm_session(console, base_url, model, concurrency) as live:
+                summary = curate_flow(data_dir=str(root), curate=settings, export=export, llm=live)
+        else:
+            with ui.progress_bars(console):
+                summary = curate_flow(data_dir=str(root), curate=settings, export=export)
         console.print(
             f"[green]curate[/] {summary.get('pairs', 0)} new pair(s): "
             f"{summary.get('duplicates_dropped', 0)} duplicate(s) "
-            f"dropped, {summary.get('contaminated_pairs', 0)} contaminated pair(s), "
+            f"dropped, {summary.get('contaminated_pairs', 0)} contaminated pair(s) "
+            f"({summary.get('rephrased_pairs', 0)} rephrased), "
             f"{summary.get('contaminated_documents', 0)} contaminated page(s)")
         _print_funnel(summary["funnel"])
         if "export" in summary:

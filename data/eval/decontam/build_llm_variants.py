@@ -1,0 +1,85 @@
+"""Rewrite benchmark items with an LLM, for the decontamination calibration set (run by hand, output committed).
+
+    .venv/bin/python data/eval/decontam/build_llm_variants.py [--base-url URL --model NAME]
+
+Without --base-url the embedded llama.cpp server is started with the default embedded model.
+Writes, next to this script:
+  * rephrase_math.jsonl   - MATH test problems reworded, same mathematics (kind `rephrased`);
+  * reversed_gsm8k.jsonl  - GSM8K test problems turned around GSM-Plus style: the answer is given
+                            and one of the original quantities is asked for (kind `reversed`).
+Each line: {"benchmark", "item_id", "kind", "text", "model"}. Items are a fixed stride through the
+test sets, so a rebuild asks for the same items; replies that are empty, lack a question, or repeat
+the item unchanged are dropped (and counted).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import polars as pl
+
+HERE = Path(__file__).resolve().parent
+BENCH = HERE.parents[1] / "benchmarks"
+
+REPHRASE = (
+    "Rewrite the following math problem in your own words. Change the wording and the sentence order, "
+    "but keep every number, every formula and exactly what is asked, so that the answer stays the same. "
+    "Reply with the rewritten problem only, without solving it.\n\nProblem:\n{text}")
+REVERSE = (
+    "Here is a math word problem and its final answer.\n\nProblem:\n{text}\n\nAnswer: {answer}\n\n"
+    "Write the reverse problem: state the answer above as a known fact, remove one of the numbers given in "
+    "the problem, and ask for that number instead. Keep the same story and all other numbers. "
+    "Reply with the new problem only, without solving it.")
+
+
+def ask(client: openai.OpenAI, model: str, prompt: str) -> str:
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                           temperature=0.7, max_tokens=400, seed=7)
+    text = (reply.choices[0].message.content or "").strip()
+    return re.sub(r"^(?:\*\*)?(?:rewritten|reverse|new) problem:?(?:\*\*)?\s*", "", text, flags=re.I).strip()
+
+
+def build(client: openai.OpenAI, model: str, jobs: list[dict], out: Path) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        texts = list(pool.map(lambda j: ask(client, model, j["prompt"]), jobs))
+    kept = [dict(benchmark=j["benchmark"], item_id=j["item_id"], kind=j["kind"], text=t, model=model)
+            for j, t in zip(jobs, texts) if t and "?" in t + j["original"][-1:] and t.strip() != j["original"].strip()]
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    print(f"{out.name}: {len(kept)} of {len(jobs)} kept")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base-url")
+    ap.add_argument("--model")
+    ap.add_argument("--math", type=int, default=150)
+    ap.add_argument("--gsm8k", type=int, default=100)
+    a = ap.parse_args()
+    math = pl.read_ndjson(BENCH / "math_test.jsonl").with_row_index("item_id")
+    gsm = pl.read_ndjson(BENCH / "gsm8k_test.jsonl").with_row_index("item_id")
+    math_jobs = [dict(benchmark="math", item_id=str(r["item_id"]), kind="rephrased", original=r["problem"],
+                      prompt=REPHRASE.format(text=r["problem"]))
+                 for r in math.gather_every(len(math) // a.math).head(a.math).iter_rows(named=True)]
+    gsm_jobs = [dict(benchmark="gsm8k", item_id=str(r["item_id"]), kind="reversed", original=r["question"],
+                     prompt=REVERSE.format(text=r["question"], answer=r["answer"].split("####")[-1].strip()))
+                for r in gsm.gather_every(len(gsm) // a.gsm8k, offset=5).head(a.gsm8k).iter_rows(named=True)]
+
+    def run(base_url: str, model: str) -> None:
+        client = openai.OpenAI(base_url=base_url, api_key="none", timeout=1800)
+        build(client, model, math_jobs, HERE / "rephrase_math.jsonl")
+        build(client, model, gsm_jobs, HERE / "reversed_gsm8k.jsonl")
+
+    if a.base_url:
+        run(a.base_url, a.model)
+    else:
+        from webinstruct.llm_server import EmbeddedServer
+        with EmbeddedServer(n_parallel=4) as srv:
+            run(srv.base_url, a.model or srv.model_name)
+
+
+if __name__ == "__main__":
+    main()
