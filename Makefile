@@ -93,6 +93,7 @@ bench: setup $(BENCH_STAMP)
 	$(BIN)/python bench/ingest.py --docs 2000 --peer-docs 200
 	$(BIN)/python bench/recall.py --docs 2000
 	$(BIN)/python bench/curate.py --pairs 60000 --peer 5000
+	$(BIN)/python bench/embedders.py
 	for b in llm_client overhead memory; do if [ -f bench/$$b.py ]; then $(BIN)/python bench/$$b.py || exit 1; fi; done
 	$(BIN)/python bench/performance_doc.py
 

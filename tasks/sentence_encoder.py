@@ -116,7 +116,7 @@ class SentenceEncoder:
         pooled = (x * m).sum(1) / np.maximum(m.sum(1), 1e-9)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
-    def encode_ids(self, ids: list[list[int]], batch_tokens: int = 8192) -> np.ndarray:
+    def encode_ids(self, ids: list[list[int]], batch_tokens: int = 2048) -> np.ndarray:
         """Vectors for tokenised texts; batches of similar length so padding costs little."""
         out = np.zeros((len(ids), self.dim), np.float32)
         order = np.argsort([len(t) for t in ids], kind="stable")  # ascending: a batch's last row is its longest

@@ -113,7 +113,11 @@ def test_user_benchmark_files_jsonl_and_parquet(tmp_path):
 def test_stage_writes_pair_and_document_shards(curate_wh, real_pairs):
     wh = curate_wh
     gsm = pl.read_ndjson(BENCH / "gsm8k_test.jsonl")[:5]
-    rows = wh.add_refined(pl.concat([real_pairs[:50], gsm.select("question", "answer")]), "s1")
+    reworded = pl.DataFrame({"question": [  # GSM8K test #0 in other words: no shared 10-gram
+        "Every day the ducks that Janet owns lay 16 eggs. Three of them are her breakfast each morning and "
+        "four go into the muffins she bakes for friends. She sells the rest at the farmers' market at $2 each. "
+        "How many dollars does she make there per day?"], "answer": ["16 - 3 - 4 = 9 eggs; 9 * 2 = 18. #### 18"]})
+    rows = wh.add_refined(pl.concat([real_pairs[:50], gsm.select("question", "answer"), reworded]), "s1")
     params = DecontamParams(documents=True)
     doc_fps = wh.versions("documents")
     fp = params.fingerprint(["refinedfp000001", *doc_fps])
@@ -123,6 +127,11 @@ def test_stage_writes_pair_and_document_shards(curate_wh, real_pairs):
         decontaminate_shard(wh, params, fp, kind, f, s)
     assert pending(wh, fp, ["refinedfp000001"], doc_fps) == []
     got = wh.scan("qa_contamination", fp).collect()
-    pair_ids = set(got.filter(pl.col("level") == "pair")["id"])
-    assert set(rows["refined_id"][50:]) <= pair_ids and len(pair_ids) <= 5 + 1
-    assert re.fullmatch(r"[a-z0-9 ]+", got["matched_ngram"][0])
+    flagged = got.filter(pl.col("flagged"))
+    pair_ids = set(flagged.filter(pl.col("level") == "pair")["id"])
+    assert set(rows["refined_id"][50:]) <= pair_ids and len(pair_ids) <= 6 + 1
+    assert re.fullmatch(r"[a-z0-9 ]+", flagged.filter(pl.col("method") == "ngram")["matched_ngram"][0])
+    semantic = got.filter(pl.col("id") == rows["refined_id"][55], pl.col("flagged"))
+    assert semantic["method"].unique().to_list() == ["embedding"]  # the n-gram rule missed it
+    assert semantic.filter(pl.col("field") == "question").select("benchmark", "benchmark_item").row(0) == ("gsm8k", "0")
+    assert semantic["similarity"].min() >= DecontamParams().semantic.threshold

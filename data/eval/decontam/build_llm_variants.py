@@ -9,7 +9,8 @@ Writes, next to this script:
                             and one of the original quantities is asked for (kind `reversed`).
 Each line: {"benchmark", "item_id", "kind", "text", "model"}. Items are a fixed stride through the
 test sets, so a rebuild asks for the same items; replies that are empty, lack a question, or repeat
-the item unchanged are dropped (and counted).
+the item unchanged are dropped (and counted). Lines are appended as replies arrive and items already
+in a file are not asked again, so an interrupted build resumes (delete the files to rebuild).
 """
 from __future__ import annotations
 
@@ -44,20 +45,25 @@ def ask(client: openai.OpenAI, model: str, prompt: str) -> str:
 
 
 def build(client: openai.OpenAI, model: str, jobs: list[dict], out: Path) -> None:
-    with ThreadPoolExecutor(4) as pool:
-        texts = list(pool.map(lambda j: ask(client, model, j["prompt"]), jobs))
-    kept = [dict(benchmark=j["benchmark"], item_id=j["item_id"], kind=j["kind"], text=t, model=model)
-            for j, t in zip(jobs, texts) if t and "?" in t + j["original"][-1:] and t.strip() != j["original"].strip()]
-    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
-    print(f"{out.name}: {len(kept)} of {len(jobs)} kept")
+    done = {json.loads(line)["item_id"] for line in out.read_text().splitlines()} if out.exists() else set()
+    todo = [j for j in jobs if j["item_id"] not in done]
+    kept = 0
+    with ThreadPoolExecutor(2) as pool, out.open("a", encoding="utf-8") as f:
+        for j, t in zip(todo, pool.map(lambda j: ask(client, model, j["prompt"]), todo)):
+            if t and "?" in t + j["original"][-1:] and t.strip() != j["original"].strip():
+                f.write(json.dumps(dict(benchmark=j["benchmark"], item_id=j["item_id"], kind=j["kind"], text=t,
+                                        model=model), ensure_ascii=False) + "\n")
+                f.flush()
+                kept += 1
+    print(f"{out.name}: {kept} of {len(todo)} new replies kept ({len(done)} were there)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base-url")
     ap.add_argument("--model")
-    ap.add_argument("--math", type=int, default=150)
-    ap.add_argument("--gsm8k", type=int, default=100)
+    ap.add_argument("--math", type=int, default=100)
+    ap.add_argument("--gsm8k", type=int, default=60)
     a = ap.parse_args()
     math = pl.read_ndjson(BENCH / "math_test.jsonl").with_row_index("item_id")
     gsm = pl.read_ndjson(BENCH / "gsm8k_test.jsonl").with_row_index("item_id")
@@ -77,7 +83,7 @@ def main() -> None:
         run(a.base_url, a.model)
     else:
         from webinstruct.llm_server import EmbeddedServer
-        with EmbeddedServer(n_parallel=4) as srv:
+        with EmbeddedServer(n_parallel=2) as srv:
             run(srv.base_url, a.model or srv.model_name)
 
 
