@@ -38,6 +38,7 @@ from tasks.benchmarks import (NORM_VERSION, STOP_MIN_TEXTS, BenchmarkIndex, buil
 from tasks.refine_verify import usable
 from tasks.seeds import load_seeds, seeds_fingerprint
 from warehouse import Warehouse, fingerprint
+from warehouse.schemas.curate import QA_CONTAMINATION
 
 STAGE = "decontaminate"
 CODE_VERSION = "2"
@@ -90,9 +91,7 @@ def _build_index(params: DecontamParams) -> BenchmarkIndex:
 
 
 def _empty() -> pl.DataFrame:
-    return pl.DataFrame(schema={"id": pl.String, "level": pl.String, "benchmark": pl.String,
-                                "benchmark_item": pl.String, "field": pl.String, "matched_ngram": pl.String,
-                                "rule": pl.String, "hits": pl.Int32})
+    return QA_CONTAMINATION.empty()
 
 
 _NGRAM_COLUMNS = [pl.lit("ngram").alias("method"), pl.lit(None, pl.Float64).alias("similarity"),
@@ -105,7 +104,7 @@ def find_contamination(index: BenchmarkIndex, ids: pl.Series, texts: pl.Series, 
     if len(texts) == 0:
         return _empty()
     ft = flat_tokens(texts)
-    out = [_empty()]
+    out = [_empty().drop("method", "similarity", "verdict", "flagged")]  # added below
     rows, starts, hashes = ngram_hashes(ft, index.n)
     grams = pl.DataFrame({"row": rows, "start": starts, "hash": hashes})
     grams = grams.filter(pl.col("hash").is_in(index.hash_set))  # cheap semi-join first: hits are rare

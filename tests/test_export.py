@@ -108,7 +108,9 @@ def test_export_loads_with_datasets(curated, tmp_path, fmt):
     res = export.export_dataset(wh, out, fmt)
     n = wh.scan("dataset").select(pl.len()).collect().item()
     assert res["rows"] == n and (out / "data" / f"train-00000-of-00001.{fmt}").exists()
-    ds = datasets.load_dataset("parquet" if fmt == "parquet" else "json", data_dir=str(out), split="train")
+    hf_cache = str(tmp_path / "hf-cache")  # never a cached split of an earlier run at a reused temp path
+    ds = datasets.load_dataset("parquet" if fmt == "parquet" else "json", data_dir=str(out), split="train",
+                               cache_dir=hf_cache)
     assert ds.num_rows == n
     assert {"question", "answer", "url", "domain", "doc_id", "qa_id", "refiner_model"} <= set(ds.column_names)
     card = (out / "README.md").read_text()
@@ -116,4 +118,4 @@ def test_export_loads_with_datasets(curated, tmp_path, fmt):
                    "gsm8k", "theoremqa", "bbh", "DeepSeekMath", "threshold"):
         assert needle in card, needle
     # the card's YAML config lets `load_dataset(path)` find the files too
-    assert datasets.load_dataset(str(out), split="train").num_rows == n
+    assert datasets.load_dataset(str(out), split="train", cache_dir=hf_cache).num_rows == n
