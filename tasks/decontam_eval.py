@@ -215,3 +215,31 @@ def _planted(index, part: pl.DataFrame, pages: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame({"kind": "page_with_train_problem", "ngram": [str(i) in flagged for i in range(len(docs))]},
                         schema={"kind": pl.String, "ngram": pl.Boolean}).with_columns(
         similarity=pl.lit(None, pl.Float64))  # pages get the n-gram check only
+
+
+def markdown_report(table: pl.DataFrame, cal: dict, threshold: float, per_kind: int | None) -> str:
+    """The results as a Markdown page (docs/decontamination.md)."""
+    head = "| set | kind | benchmark | items | n-gram | embedding | flagged | rate | right item |\n|---|---|---|---|---|---|---|---|---|\n"
+    body = "".join(f"| {r['set']} | {r['kind']} | {r['benchmark']} | {r['items']:,} | {r['ngram']:,} | {r['embedding']:,} "
+                   f"| {r['flagged']:,} | {r['rate']:.2%} | {r['right_item']:,} |\n" for r in table.iter_rows(named=True))
+    folds = "\n".join(f"- chosen on one half: cosine > {f['threshold']}; on the other half {f['held_out_fp']:.2%} of "
+                      f"controls flagged, {f['rephrased_recall']:.1%} of rephrased items caught" for f in cal["folds"])
+    return f"""# Decontamination, measured
+
+Written by `webinstruct eval-decontam --markdown docs/decontamination.md`{f" --per-kind {per_kind}" if per_kind else ""}
+(tasks/decontam_eval.py). What each kind is and where it comes from: data/eval/decontam/README.md.
+
+`n-gram`: flagged by the 10-gram rule (stop n-grams on; each control is checked with a stop list
+built without it). `embedding`: nearest benchmark item at cosine >= {threshold} (question or
+question+answer, all-MiniLM-L6-v2). `flagged`: either. `right item`: the match names the benchmark
+item the probe was made from. Pages get the n-gram check only.
+
+{head}{body}
+## The threshold
+
+The lowest cosine that keeps pair-level controls at or under {cal['max_fp']:.1%} flagged (n-gram flags
+counted): {cal['threshold']} ({cal['fp']:.2%} of controls, {cal['rephrased_recall']:.1%} of rephrased
+items caught). Chosen on one half of the controls and graded on the other:
+
+{folds}
+"""

@@ -11,10 +11,12 @@ from tests.fixtures.curate import BENCH
 RFP = "refinedfp000001"
 
 
-def curate_by_hand(wh, decontaminate_documents: bool = False) -> str:
-    """Run the three stages with their stage functions (no Prefect), recording stage runs."""
+def curate_by_hand(wh, decontaminate_documents: bool = False, semantic: bool = False) -> str:
+    """Run the three stages with their stage functions (no Prefect), recording stage runs. The semantic
+    check is off unless asked: it is tested in test_semantic_decontam.py and the flow tests."""
     doc_fps = wh.versions("documents")
-    dp, cp = dedup.DedupParams(), decon.DecontamParams(documents=decontaminate_documents)
+    dp = dedup.DedupParams()
+    cp = decon.DecontamParams(documents=decontaminate_documents, semantic=decon.DecontamParams().semantic if semantic else None)
     dfp = dp.fingerprint([RFP])
     cfp = cp.fingerprint([RFP, *(doc_fps if decontaminate_documents else [])])
     out = export.dataset_fingerprint(dfp, cfp, [RFP], doc_fps)

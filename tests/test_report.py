@@ -129,7 +129,7 @@ def full_wh(recall_r1, real_pairs, tmp_path_factory):
     from tasks.quality_eval import run_eval
 
     run_eval(wh)  # both rounds measured on the shipped labelled pages
-    curate_by_hand(wh)  # dedup, decontaminate (GSM8K test items) and export the refiner-a version
+    curate_by_hand(wh, semantic=True)  # dedup, decontaminate (GSM8K test items) and export the refiner-a version
     return wh
 
 
@@ -201,8 +201,12 @@ def test_report_shows_every_section_with_the_warehouse_numbers(full_wh):
     assert "labeller-7b" in part and len(bar_titles(part)) == 2 * 4
 
     part = section(html, "contamination")
-    hits = wh.scan("qa_contamination").filter(pl.col("benchmark") == "gsm8k").collect()
+    hits = wh.scan("qa_contamination").filter(pl.col("benchmark") == "gsm8k", pl.col("flagged")).collect()
     assert hits.height and f"gsm8k: {hits['id'].n_unique():,} pairs" in part
+    by = hits.group_by("method").agg(pl.col("id").n_unique())
+    for method, n in by.iter_rows():  # one bar segment per method that flagged pairs
+        assert f"gsm8k: {n:,} pairs by {method}" in part
+    assert "<th>by embedding</th>" in part and "<th>by LLM judge</th>" in part
 
     # versions: the two refiner versions side by side, the setting that differs first
     part = section(html, "versions")

@@ -21,6 +21,7 @@ def eval_decontam(
     max_fp: Annotated[float, typer.Option(help="Control flag rate the calibrated threshold may reach")] = 0.005,
     stop_ngrams: Annotated[bool, typer.Option("--stop-ngrams/--no-stop-ngrams")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table and calibration as JSON")] = False,
+    markdown: Annotated[Optional[str], typer.Option(help="Also write the results as Markdown to this file")] = None,
 ) -> None:
     """Recall on rephrased / perturbed / verbatim benchmark items and flag rate on real non-benchmark problems,
     for the n-gram rule and the embedding check, and the threshold the controls allow."""
@@ -36,6 +37,11 @@ def eval_decontam(
         scored = score(params, per_kind=per_kind, pages=load_labelled()[0], cache_dir=wh.local / "embeddings")
     table = summarize(scored, threshold)
     cal = calibrate(scored, max_fp)
+    if markdown:
+        from pathlib import Path
+
+        from tasks.decontam_eval import markdown_report
+        Path(markdown).write_text(markdown_report(table, cal, threshold, per_kind), encoding="utf-8")
     if as_json:
         print(json.dumps({"threshold": threshold, "rows": table.to_dicts(), "calibration": cal}, indent=1))
         return

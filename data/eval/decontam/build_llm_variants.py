@@ -9,7 +9,7 @@ Writes, next to this script:
                             and one of the original quantities is asked for (kind `reversed`).
 Each line: {"benchmark", "item_id", "kind", "text", "model"}. Items are a fixed stride through the
 test sets, so a rebuild asks for the same items; replies that are empty, lack a question, or repeat
-the item unchanged are dropped (and counted). Lines are appended as replies arrive and items already
+the item unchanged, or are far longer than it (a solution, not a rewrite) are dropped (and counted). Lines are appended as replies arrive and items already
 in a file are not asked again, so an interrupted build resumes (delete the files to rebuild).
 """
 from __future__ import annotations
@@ -26,22 +26,36 @@ import polars as pl
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parents[1] / "benchmarks"
 
+SYSTEM = ("You rewrite math problems for a test of plagiarism detectors. You never solve a problem and never "
+          "explain anything: you reply with one JSON object {\"problem\": \"...\"} holding the new problem text.")
 REPHRASE = (
-    "Rewrite the following math problem in your own words. Change the wording and the sentence order, "
-    "but keep every number, every formula and exactly what is asked, so that the answer stays the same. "
-    "Reply with the rewritten problem only, without solving it.\n\nProblem:\n{text}")
+    "Reword this problem: change the wording and the order of the sentences, keep every number, every "
+    "formula and exactly what is asked, so that the answer stays the same. Do not solve it.\n\n"
+    "Example. Problem: Tom has 3 apples and buys 5 more. How many apples does he have?\n"
+    "Reply: {{\"problem\": \"After buying another 5 apples, how many apples does Tom own if he started with 3?\"}}\n\n"
+    "Problem: {text}")
 REVERSE = (
-    "Here is a math word problem and its final answer.\n\nProblem:\n{text}\n\nAnswer: {answer}\n\n"
-    "Write the reverse problem: state the answer above as a known fact, remove one of the numbers given in "
-    "the problem, and ask for that number instead. Keep the same story and all other numbers. "
-    "Reply with the new problem only, without solving it.")
+    "Turn this problem around: its answer is {answer}. State that answer as a known fact, remove one of the "
+    "numbers given in the problem, and ask for that number instead. Keep the story and the other numbers. "
+    "Do not solve it.\n\n"
+    "Example. Problem: Tom has 3 apples and buys 5 more. How many apples does he have? (answer 8)\n"
+    "Reply: {{\"problem\": \"Tom has some apples and buys 5 more. Now he has 8 apples. How many apples did he "
+    "have at first?\"}}\n\n"
+    "Problem: {text}")
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "Rewrite", "schema": {
+    "type": "object", "properties": {"problem": {"type": "string"}}, "required": ["problem"]}}}
 
 
 def ask(client: openai.OpenAI, model: str, prompt: str) -> str:
-    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
-                                           temperature=0.7, max_tokens=400, seed=7)
-    text = (reply.choices[0].message.content or "").strip()
-    return re.sub(r"^(?:\*\*)?(?:rewritten|reverse|new) problem:?(?:\*\*)?\s*", "", text, flags=re.I).strip()
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+        temperature=0.7, max_tokens=300, seed=7, response_format=SCHEMA)
+    if reply.choices[0].finish_reason != "stop":
+        return ""
+    try:
+        return str(json.loads(reply.choices[0].message.content or "{}").get("problem", "")).strip()
+    except ValueError:
+        return ""
 
 
 def build(client: openai.OpenAI, model: str, jobs: list[dict], out: Path) -> None:
@@ -50,7 +64,8 @@ def build(client: openai.OpenAI, model: str, jobs: list[dict], out: Path) -> Non
     kept = 0
     with ThreadPoolExecutor(2) as pool, out.open("a", encoding="utf-8") as f:
         for j, t in zip(todo, pool.map(lambda j: ask(client, model, j["prompt"]), todo)):
-            if t and "?" in t + j["original"][-1:] and t.strip() != j["original"].strip():
+            # a reply that solves the problem instead (much longer than it) is not a rewrite
+            if t and t.strip() != j["original"].strip() and len(t) < 2 * len(j["original"]) + 80:
                 f.write(json.dumps(dict(benchmark=j["benchmark"], item_id=j["item_id"], kind=j["kind"], text=t,
                                         model=model), ensure_ascii=False) + "\n")
                 f.flush()
@@ -62,8 +77,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base-url")
     ap.add_argument("--model")
-    ap.add_argument("--math", type=int, default=100)
-    ap.add_argument("--gsm8k", type=int, default=60)
+    ap.add_argument("--math", type=int, default=40)
+    ap.add_argument("--gsm8k", type=int, default=30)
     a = ap.parse_args()
     math = pl.read_ndjson(BENCH / "math_test.jsonl").with_row_index("item_id")
     gsm = pl.read_ndjson(BENCH / "gsm8k_test.jsonl").with_row_index("item_id")
