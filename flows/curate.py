@@ -13,12 +13,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from flows.runners import RunnerSettings
-from tasks.llm_settings import LLMSettings
 from flows.runtime import pipeline_run, progress, remember_settings, run_logger, run_shards, stage, total
 from flows.settings import CurateSettings, ExportSettings
 from tasks import decontaminate as decon
 from tasks import dedup
 from tasks import export as export_mod
+from tasks.llm_settings import LLMSettings
 from warehouse import Warehouse
 
 
@@ -108,7 +108,7 @@ def curate_flow(
             summary.update(
                 contaminated_pairs=sum(r["contaminated"] for r in res if r["kind"] == "pair"),
                 contaminated_documents=sum(r["contaminated"] for r in res if r["kind"] == "document"),
-                rephrased_pairs=sum(r.get("rephrased", 0) for r in res))
+                rephrased_pairs=sum(r["rephrased"] for r in res))
             if res:
                 sr.reasons = {"contaminated pairs": summary["contaminated_pairs"],
                               "of which rephrased": summary["rephrased_pairs"],

@@ -107,7 +107,7 @@ class CurateSettings(_Form):
     semantic_check: bool = Field(True, description=(
         "Also catch benchmark items restated in other words (sentence embeddings, all-MiniLM-L6-v2 on CPU)"))
     semantic_threshold: float = Field(0.82, ge=0, le=1, description=(
-        "Cosine to the nearest benchmark item at which a pair is contaminated (calibrated: webinstruct eval decontamination)"))
+        "Cosine to the nearest benchmark item at which a pair is contaminated (calibrated: webinstruct eval-decontam)"))
     llm_judge: bool = Field(False, description=(
         "Send pairs near a benchmark item (cosine >= judge_floor) to the LLM, whose verdict decides"))
     judge_floor: float = Field(0.70, ge=0, le=1, description="Lowest cosine a pair needs to be sent to the judge")

@@ -1,4 +1,4 @@
-"""How well decontamination works, measured on a calibration set (data/eval/decontam, `webinstruct eval decontamination`).
+"""How well decontamination works, measured on a calibration set (data/eval/decontam, `webinstruct eval-decontam`).
 
 Probes that must be caught, each naming the benchmark item it came from:
   * verbatim    - GSM8K and MATH test items inside a sentence of chat (the n-gram rule's job);
