@@ -19,7 +19,7 @@ def eval_decontam(
         help="Probes and controls per kind at most (an even spread) [default: all, ~20k texts, minutes]")] = None,
     threshold: Annotated[float, typer.Option(help="Cosine threshold to grade")] = 0.82,
     max_fp: Annotated[float, typer.Option(help="Control flag rate the calibrated threshold may reach")] = 0.005,
-    stop_ngrams: Annotated[bool, typer.Option("--stop-ngrams/--no-stop-ngrams")] = True,
+    stop_ngrams: Annotated[bool, typer.Option("--stop-ngrams/--no-stop-ngrams", help="Grade with stop n-grams")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table and calibration as JSON")] = False,
     markdown: Annotated[Optional[str], typer.Option(help="Also write the results as Markdown to this file")] = None,
 ) -> None:
