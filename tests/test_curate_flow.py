@@ -19,7 +19,10 @@ def test_curate_flow_then_a_second_segment(prefect_env, curate_wh, real_pairs, t
     gsm_test = pl.read_ndjson(BENCH / "gsm8k_test.jsonl")[:5].select("question", "answer")
     seg1 = wh.add_refined(pl.concat([real_pairs[3000:3400], real_pairs[3000:3010], gsm_test]), "seg1")
     out = tmp_path / "export"
-    settings = dict(curate=CurateSettings(decontaminate_documents=True), export=ExportSettings(dir=str(out)))
+    # 525 real pairs: the semantic check would add ~30 s of embedding here; the pipeline tests run it
+    # through this flow with the default settings, and test_semantic_decontam.py measures it
+    settings = dict(curate=CurateSettings(decontaminate_documents=True, semantic_check=False),
+                    export=ExportSettings(dir=str(out)))
     s1 = curate_flow(data_dir=str(wh.root), **settings)
     published = query(wh, "SELECT * FROM dataset")
     assert s1["pairs"] == seg1.height and s1["duplicates_dropped"] >= 10 and s1["contaminated_pairs"] >= 5
