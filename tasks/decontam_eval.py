@@ -2,11 +2,12 @@
 
 Probes that must be caught, each naming the benchmark item it came from:
   * verbatim    - GSM8K and MATH test items inside a sentence of chat (the n-gram rule's job);
-  * rephrased   - GSM8K test reworded by GPT-4 (LMSYS llm-decontaminator), MATH test reworded by
-                  the embedded LLM (build_llm_variants.py), MMLU abstract algebra reworded (LMSYS);
+  * rephrased   - GSM8K test reworded by GPT-4 (LMSYS llm-decontaminator), MMLU abstract algebra
+                  reworded (LMSYS); MATH test reworded when rephrase_math.jsonl exists;
   * renumbered, distracted - GSM-Plus style perturbations of GSM8K test, made here: every number
                   changed; an unrelated sentence inserted;
-  * reversed    - GSM8K test turned around by the embedded LLM (the answer given, a quantity asked);
+  * reversed    - GSM8K test turned around (the answer given, a quantity asked), when
+                  reversed_gsm8k.jsonl exists (both files: build_llm_variants.py with a capable model);
   * translated  - MMLU abstract algebra in Chinese (LMSYS): reported, not expected of an English model.
 Controls that must not be flagged (pair level), and pages (document level):
   * GSM8K train (question + worked answer), AQuA-RAT and SVAMP problems;
@@ -30,7 +31,6 @@ from tasks.decontaminate import DecontamParams, contaminated_pairs, find_contami
 from tasks.seeds import DEFAULT_SEED_DIR, load_seeds
 
 CAL_DIR = Path(__file__).resolve().parents[1] / "data" / "eval" / "decontam"
-MUST_CATCH = ("verbatim", "rephrased", "renumbered", "distracted", "reversed", "translated")
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -179,4 +179,5 @@ def test_calibration_set_targets():
     assert rate[("rephrased", "gsm8k")] >= 0.9 and rate[("rephrased", "mmlu_stem")] >= 0.7
     assert rate[("benchmark_train", "gsm8k_train")] <= 0.01
     assert rate[("page_with_train_problem", "gsm8k_train")] <= 0.005
-    assert all(r <= 0.01 for (kind, _), r in rate.items() if kind == "unrelated_math")
+    other = table.filter(pl.col("kind") == "unrelated_math")  # AQuA-RAT and SVAMP together (a few dozen each here)
+    assert other["flagged"].sum() <= 0.01 * other["items"].sum(), other
