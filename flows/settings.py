@@ -10,6 +10,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.benchmarks import BUILTIN
+from tasks.semantic_decontam import JUDGE_FLOOR, THRESHOLD
 from tasks.ingest import CC_BASE_URL
 
 BenchmarkName = Literal[tuple(sorted(BUILTIN))]  # type: ignore[valid-type]
@@ -106,11 +107,11 @@ class CurateSettings(_Form):
         "Ignore benchmark 10-grams that also occur in general problem text (the bundled seed sets): stock phrases"))
     semantic_check: bool = Field(True, description=(
         "Also catch benchmark items restated in other words (sentence embeddings, all-MiniLM-L6-v2 on CPU)"))
-    semantic_threshold: float = Field(0.82, ge=0, le=1, description=(
+    semantic_threshold: float = Field(THRESHOLD, ge=0, le=1, description=(
         "Cosine to the nearest benchmark item at which a pair is contaminated (calibrated: webinstruct eval-decontam)"))
     llm_judge: bool = Field(False, description=(
         "Send pairs near a benchmark item (cosine >= judge_floor) to the LLM, whose verdict decides"))
-    judge_floor: float = Field(0.70, ge=0, le=1, description="Lowest cosine a pair needs to be sent to the judge")
+    judge_floor: float = Field(JUDGE_FLOOR, ge=0, le=1, description="Lowest cosine a pair needs to be sent to the judge")
     unrefined_pairs: Literal["keep", "drop"] = Field("keep", description=(
         "Pairs whose refinement failed verification: keep the extracted pair (marked refined=false) or leave them out"))
     min_answer_agreement: Optional[float] = Field(1.0, ge=0, le=1, description=(

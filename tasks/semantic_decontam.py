@@ -29,20 +29,21 @@ import pydantic
 from prompts import load_prompt
 from tasks.benchmark_vectors import BenchmarkVectors, cached_vectors
 from tasks.benchmarks import BenchmarkSource, load_benchmarks
-from tasks.llm_client import LLMRequest
 from tasks.sentence_encoder import MODEL_NAME, MODEL_PACKAGE, get_encoder
 
 JUDGE_PROMPT = "decontam_judge"
+THRESHOLD = 0.82  # calibrated: docs/decontamination.md
+JUDGE_FLOOR = 0.70
 FIELDS = ("question", "question+answer")
 
 
 @dataclass(frozen=True)
 class SemanticParams:
-    threshold: float = 0.82
+    threshold: float = THRESHOLD
     fields: tuple[str, ...] = FIELDS
     exclude: tuple[str, ...] = ("bbh",)  # templated puzzles: rephrasing is not the risk, n-grams cover them
     judge: bool = False
-    judge_floor: float = 0.70
+    judge_floor: float = JUDGE_FLOOR
     judge_model: str = ""  # part of the version: another judge may decide otherwise
     max_tokens: int = 128  # per embedded text; a question is ~60 on average
     ann_min_items: int = 200_000
@@ -120,8 +121,10 @@ def embedding_rows(near: pl.DataFrame, params: SemanticParams) -> pl.DataFrame:
         ((pl.col("similarity") >= params.threshold) & pl.lit(not params.judge)).alias("flagged"))
 
 
-def judge_requests(near: pl.DataFrame, pairs: pl.DataFrame, bv: BenchmarkVectors) -> tuple[pl.DataFrame, list[LLMRequest]]:
+def judge_requests(near: pl.DataFrame, pairs: pl.DataFrame, bv: BenchmarkVectors) -> tuple[pl.DataFrame, list]:
     """One request per pair: its best match (highest similarity over the fields)."""
+    from tasks.llm_client import LLMRequest  # the HTTP client only where a judge is asked
+
     best = near.sort(["id", "similarity", "field"], descending=[False, True, False]).unique("id", keep="first",
                                                                                           maintain_order=True)
     best = (best.join(pairs.select(pl.col("refined_id").alias("id"), "question", "answer"), on="id", how="left")

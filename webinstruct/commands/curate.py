@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from tasks.semantic_decontam import JUDGE_FLOOR, THRESHOLD
 from webinstruct.options import BaseUrlOption, ConcurrencyOption, ModelOption
 
 
@@ -29,10 +30,10 @@ def register(app: typer.Typer) -> None:
             "--stop-ngrams/--no-stop-ngrams", help="Ignore benchmark 10-grams common in general problem text")] = True,
         semantic: Annotated[bool, typer.Option(
             "--semantic/--no-semantic", help="Also catch rephrased benchmark items (sentence embeddings)")] = True,
-        semantic_threshold: Annotated[float, typer.Option(help="Cosine at which a pair is a rephrased item")] = 0.82,
+        semantic_threshold: Annotated[float, typer.Option(help="Cosine at which a pair is a rephrased item")] = THRESHOLD,
         judge: Annotated[bool, typer.Option(
             "--judge/--no-judge", help="Let the LLM decide on pairs near a benchmark item (cosine >= --judge-floor)")] = False,
-        judge_floor: Annotated[float, typer.Option(help="Lowest cosine sent to the judge")] = 0.70,
+        judge_floor: Annotated[float, typer.Option(help="Lowest cosine sent to the judge")] = JUDGE_FLOOR,
         base_url: BaseUrlOption = None,
         model: ModelOption = None,
         concurrency: ConcurrencyOption = None,

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from tasks.semantic_decontam import THRESHOLD
+
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -17,7 +19,7 @@ def register(app: typer.Typer) -> None:
 def eval_decontam(
     per_kind: Annotated[Optional[int], typer.Option(
         help="Probes and controls per kind at most (an even spread) [default: all, ~20k texts, minutes]")] = None,
-    threshold: Annotated[float, typer.Option(help="Cosine threshold to grade")] = 0.82,
+    threshold: Annotated[float, typer.Option(help="Cosine threshold to grade")] = THRESHOLD,
     max_fp: Annotated[float, typer.Option(help="Control flag rate the calibrated threshold may reach")] = 0.005,
     stop_ngrams: Annotated[bool, typer.Option("--stop-ngrams/--no-stop-ngrams", help="Grade with stop n-grams")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table and calibration as JSON")] = False,
